@@ -1,0 +1,1 @@
+"""The ``fangkong`` command. It is the one place that knows all four services."""

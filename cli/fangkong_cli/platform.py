@@ -1,0 +1,63 @@
+"""The embedded platform: every service in one process, each under its prefix.
+
+Requests are routed by path prefix without rewriting, as the compose gateway
+does, so a service answers the same paths alone or embedded. Each service
+keeps its own database (a SQLite file per service under the data dir) and all
+share the process's in-memory bus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from fangkong_cli.services import SERVICES
+
+
+class PrefixDispatcher:
+    """ASGI app sending ``/<service>/...`` to that service's app, the rest to ``fallback``."""
+
+    def __init__(self, apps: dict[str, FastAPI], fallback: FastAPI) -> None:
+        self.apps = apps
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.fallback(scope, receive, send)
+            return
+        first = scope.get("path", "/").split("/", 2)[1] if scope.get("path", "/").count("/") else ""
+        await self.apps.get(first, self.fallback)(scope, receive, send)
+
+
+def create_platform(settings_overrides: dict | None = None, names: Sequence[str] | None = None) -> PrefixDispatcher:
+    overrides = settings_overrides or {}
+    apps = {name: SERVICES[name].create_app(SERVICES[name].settings(**overrides))
+            for name in (names or SERVICES)}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for service_app in apps.values():
+                await stack.enter_async_context(service_app.router.lifespan_context(service_app))
+            yield
+
+    root = FastAPI(title="Fangkong", lifespan=lifespan)
+
+    @root.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "services": sorted(apps)}
+
+    @root.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {}
+        for name, service_app in apps.items():
+            checks[name] = await service_app.state.database.ping() and await service_app.state.bus.ping()
+        ready = all(checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    return PrefixDispatcher(apps, root)

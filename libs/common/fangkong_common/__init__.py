@@ -1,0 +1,1 @@
+"""What every Fangkong service shares. Nothing service-specific lives here."""

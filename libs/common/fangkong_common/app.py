@@ -1,0 +1,155 @@
+"""The skeleton every service shares: lifespan (database, migrations, bus,
+outbox relay, consumers), health, readiness, metrics, correlation ids.
+
+A service's ``create_app`` calls ``create_service_app`` with its own router,
+consumers and migrations; nothing here knows any particular service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from fangkong_common import metrics
+from fangkong_common.bus import Subscription, create_bus
+from fangkong_common.db import Database
+from fangkong_common.errors import install_error_handlers
+from fangkong_common.inbox import Apply, idempotent_handler
+from fangkong_common.logs import correlation_id, new_correlation_id
+from fangkong_common.migrations import upgrade
+from fangkong_common.outbox import OutboxRelay
+from fangkong_common.settings import CommonSettings
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer group of this service: each new event is applied once, in a
+    transaction with its inbox row."""
+
+    group: str
+    topics: Sequence[str]
+    apply: Apply
+    max_batch: int = 500
+
+
+class CorrelationMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): correlation id in and out,
+    request count and latency per route."""
+
+    def __init__(self, app, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-correlation-id")
+        cid = incoming.decode(errors="replace")[:64] if incoming else new_correlation_id()
+        token = correlation_id.set(cid)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope.get("method", "GET")
+            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status["code"])).inc()
+            metrics.HTTP_LATENCY.labels(self.service, method, path).observe(time.perf_counter() - started)
+            correlation_id.reset(token)
+
+
+def _ops_router(name: str) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    async def healthz() -> dict:
+        return {"status": "ok", "service": name}
+
+    async def readyz(request: Request) -> JSONResponse:
+        database_ok = await request.app.state.database.ping()
+        bus_ok = await request.app.state.bus.ping()
+        ready = database_ok and bus_ok
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "service": name,
+             "checks": {"database": database_ok, "bus": bus_ok}},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # At the root for the container's probes, and under the service's prefix so
+    # a gateway (or the embedded platform) routing by prefix reaches them too.
+    for prefix, in_schema in (("", True), (f"/{name}", False)):
+        router.add_api_route(f"{prefix}/healthz", healthz, methods=["GET"], include_in_schema=in_schema)
+        router.add_api_route(f"{prefix}/readyz", readyz, methods=["GET"], include_in_schema=in_schema,
+                             responses={503: {"description": "database or bus not reachable"}})
+        router.add_api_route(f"{prefix}/metrics", metrics_endpoint, methods=["GET"], include_in_schema=in_schema)
+    return router
+
+
+def create_service_app(
+    *,
+    name: str,
+    settings: CommonSettings,
+    api_router: APIRouter | None = None,
+    consumers: Sequence[ConsumerSpec] = (),
+    migrations: Path | None = None,
+    title: str | None = None,
+    version: str = "0.1.0",
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.effective_database_url)
+        if settings.auto_migrate and migrations is not None:
+            await upgrade(database.engine, migrations)
+        bus = create_bus(settings.bus_url, partitions=settings.bus_partitions, client_id=name)
+        await bus.start()
+        relay = OutboxRelay(database, bus, service=name, batch_size=settings.outbox_batch_size,
+                            poll_seconds=settings.outbox_poll_seconds)
+        relay.start()
+        subscriptions: list[Subscription] = []
+        for spec in consumers:
+            subscriptions.append(
+                await bus.subscribe(spec.topics, spec.group,
+                                    idempotent_handler(database.sessionmaker, spec.group, spec.apply),
+                                    max_batch=spec.max_batch)
+            )
+        app.state.database = database
+        app.state.bus = bus
+        app.state.relay = relay
+        app.state.subscriptions = subscriptions
+        try:
+            yield
+        finally:
+            for subscription in subscriptions:
+                await subscription.stop()
+            await relay.stop()
+            await bus.stop()
+            await database.dispose()
+
+    app = FastAPI(title=title or f"Fangkong {name}", version=version, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service_name = name
+    install_error_handlers(app)
+    app.include_router(_ops_router(name))
+    if api_router is not None:
+        app.include_router(api_router)
+    app.add_middleware(CorrelationMiddleware, service=name)
+    return app

@@ -1,0 +1,43 @@
+"""One bus interface, two backends chosen by URL: ``kafka://`` and ``memory://``."""
+
+from __future__ import annotations
+
+from fangkong_common.bus.base import (
+    Bus,
+    BusUnavailable,
+    DeadLetter,
+    PermanentError,
+    Record,
+    RetryPolicy,
+    Subscription,
+    is_transient,
+)
+
+_memory_buses: dict[str, "Bus"] = {}
+
+
+def create_bus(url: str, *, partitions: int = 6, client_id: str = "fangkong") -> Bus:
+    """``memory://[name]`` gives the process's shared in-memory bus of that name
+    (so services embedded in one process talk to each other); ``kafka://host:port``
+    a Kafka client."""
+    if url.startswith("memory://"):
+        from fangkong_common.bus.memory import MemoryBus
+
+        if url not in _memory_buses:
+            _memory_buses[url] = MemoryBus(url, partitions=partitions)
+        return _memory_buses[url]
+    if url.startswith("kafka://"):
+        from fangkong_common.bus.kafka import KafkaBus
+
+        return KafkaBus(url, partitions=partitions, client_id=client_id)
+    raise ValueError(f"unknown bus URL {url!r}: use memory:// or kafka://host:port")
+
+
+def forget_memory_bus(url: str) -> None:
+    _memory_buses.pop(url, None)
+
+
+__all__ = [
+    "Bus", "BusUnavailable", "DeadLetter", "PermanentError", "Record", "RetryPolicy", "Subscription",
+    "create_bus", "forget_memory_bus", "is_transient",
+]

@@ -1,0 +1,223 @@
+"""In-process bus with Kafka's semantics: partitioned topics keyed like Kafka,
+consumer groups that split partitions, offsets committed only after the
+handler's effect, redelivery of what was not committed, dead-letter topics.
+
+For the embedded mode (one process) and unit tests. Messages live in memory:
+what the outbox has not published survives a restart in the outbox table,
+but a consumer's backlog does not; the deployed mode uses Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fangkong_common import metrics
+from fangkong_common.bus.base import (
+    BatchProcessor,
+    Bus,
+    BusUnavailable,
+    EnvelopeHandler,
+    Record,
+    RecordHandler,
+    RetryPolicy,
+    Subscription,
+)
+from fangkong_common.events.envelope import Envelope
+from fangkong_common.events.topics import dlq
+
+log = logging.getLogger("fangkong.bus.memory")
+
+_member_ids = itertools.count(1)
+
+
+@dataclass
+class _Group:
+    name: str
+    members: list["MemorySubscription"] = field(default_factory=list)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    generation: int = 0
+
+
+class MemoryBus(Bus):
+    def __init__(self, url: str = "memory://", partitions: int = 4) -> None:
+        self.url = url
+        self.partitions = partitions
+        self._logs: dict[str, list[list[Record]]] = {}
+        self._groups: dict[str, _Group] = {}
+        self._changed = asyncio.Condition()
+        self._outage = False
+
+    # --- topics -----------------------------------------------------------
+    def _topic(self, topic: str) -> list[list[Record]]:
+        if topic not in self._logs:
+            self._logs[topic] = [[] for _ in range(self.partitions)]
+        return self._logs[topic]
+
+    def partition_for(self, key: bytes | None, topic: str) -> int:
+        if key is None:
+            return sum(len(p) for p in self._topic(topic)) % self.partitions
+        return zlib.crc32(key) % self.partitions
+
+    def records(self, topic: str) -> list[Record]:
+        """Every record of a topic, partition by partition (for tests and tools)."""
+        return [r for part in self._topic(topic) for r in part]
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        for topic in topics:
+            self._topic(topic)
+
+    async def ping(self) -> bool:
+        return not self._outage
+
+    def simulate_outage(self, down: bool) -> None:
+        """Make publishing fail as a stopped broker would (tests of the outbox and DLQ paths)."""
+        self._outage = down
+
+    async def committed_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        state = self._groups.get(group)
+        return dict(state.committed) if state else {}
+
+    # --- publish ----------------------------------------------------------
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        await self.publish_records(
+            [(e.type, e.key.encode(), e.to_bytes(), [("correlation_id", str(e.correlation_id).encode())])
+             for e in envelopes]
+        )
+
+    async def publish_records(self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        if self._outage:
+            raise BusUnavailable("in-memory bus is simulating an outage")
+        for topic, key, value, headers in records:
+            partition = self.partition_for(key, topic)
+            log_ = self._topic(topic)[partition]
+            log_.append(Record(topic, partition, len(log_), key, value, tuple(headers)))
+            metrics.BUS_PUBLISHED.labels(topic).inc()
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- groups -----------------------------------------------------------
+    def _rebalance(self, group: _Group) -> None:
+        group.generation += 1
+        members = sorted(group.members, key=lambda m: m.member_id)
+        for member in members:
+            member._assigned = {}
+        if not members:
+            return
+        topics = sorted({t for m in members for t in m.topics})
+        pairs = [(t, p) for t in topics for p in range(len(self._topic(t)))]
+        for index, pair in enumerate(pairs):
+            member = members[index % len(members)]
+            member._assigned[pair] = group.committed.get(pair, 0)
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str,
+        handler: EnvelopeHandler | RecordHandler,
+        *,
+        raw: bool = False,
+        max_batch: int = 500,
+        retry: RetryPolicy | None = None,
+    ) -> "MemorySubscription":
+        state = self._groups.setdefault(group, _Group(group))
+        sub = MemorySubscription(
+            self, state, tuple(topics), BatchProcessor(group, handler, raw, retry or RetryPolicy()), max_batch
+        )
+        for topic in topics:
+            self._topic(topic)
+        state.members.append(sub)
+        self._rebalance(state)
+        sub._task = asyncio.create_task(sub._run(), name=f"memory-consumer-{group}-{sub.member_id}")
+        async with self._changed:
+            self._changed.notify_all()
+        return sub
+
+    async def _leave(self, sub: "MemorySubscription") -> None:
+        if sub in sub._group.members:
+            sub._group.members.remove(sub)
+            self._rebalance(sub._group)
+            async with self._changed:
+                self._changed.notify_all()
+
+
+class MemorySubscription(Subscription):
+    def __init__(
+        self, bus: MemoryBus, group: _Group, topics: tuple[str, ...], processor: BatchProcessor, max_batch: int
+    ) -> None:
+        self._bus = bus
+        self._group = group
+        self.group = group.name
+        self.topics = topics
+        self._processor = processor
+        self._max_batch = max_batch
+        self.member_id = next(_member_ids)
+        # partition -> next offset to hand to the handler (reset from the
+        # group's committed offsets at every rebalance)
+        self._assigned: dict[tuple[str, int], int] = {}
+        self._task: asyncio.Task | None = None
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return set(self._assigned)
+
+    def _fetch(self) -> tuple[int, list[Record]]:
+        batch: list[Record] = []
+        for (topic, partition), position in sorted(self._assigned.items()):
+            log_ = self._bus._topic(topic)[partition]
+            room = self._max_batch - len(batch)
+            if room <= 0:
+                break
+            batch.extend(log_[position : position + room])
+        return self._group.generation, batch
+
+    async def _run(self) -> None:
+        while True:
+            generation, batch = self._fetch()
+            if not batch:
+                async with self._bus._changed:
+                    generation_now, pending = self._fetch()
+                    if not pending:
+                        await self._bus._changed.wait()
+                continue
+            dead = await self._processor.process(batch)
+            if dead:
+                await self._publish_dead_letters(dead)
+            self._commit(generation, batch)
+
+    async def _publish_dead_letters(self, dead) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._bus.publish_records([(d.topic, d.record.key, d.record.value, d.headers()) for d in dead])
+                return
+            except BusUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _commit(self, generation: int, batch: list[Record]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for record in batch:
+            last[(record.topic, record.partition)] = record.offset + 1
+        for pair, offset in last.items():
+            # Like Kafka after a rebalance: a member may only commit partitions it still owns.
+            if pair in self._assigned:
+                self._group.committed[pair] = max(self._group.committed.get(pair, 0), offset)
+                if generation == self._group.generation:
+                    self._assigned[pair] = offset
+                else:
+                    self._assigned[pair] = self._group.committed[pair]
+
+    async def stop(self) -> None:
+        """Leave the group; whatever was fetched but not committed is redelivered."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._bus._leave(self)

@@ -1,0 +1,57 @@
+"""Errors that carry their HTTP status, and the handlers that render them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+from fangkong_common.bus.base import is_transient
+
+log = logging.getLogger("fangkong.http")
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: Any, *, status_code: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class Unavailable(ServiceError):
+    status_code = 503
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def _database_error(_request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        if is_transient(exc):
+            # The database is down or restarting: tell clients to come back, not that they erred.
+            log.warning("database unavailable", extra={"error": repr(exc.orig)})
+            return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                                headers={"Retry-After": "2"})
+        raise exc
+
+    @app.exception_handler(OSError)
+    async def _connection_error(_request: Request, exc: OSError) -> JSONResponse:
+        log.warning("dependency unavailable", extra={"error": repr(exc)})
+        return JSONResponse({"detail": "service dependency unavailable, retry later"}, status_code=503,
+                            headers={"Retry-After": "2"})

@@ -1,0 +1,75 @@
+"""Idempotent consumers: the event ids a consumer group has applied.
+
+The inbox row is written in the same transaction as the event's effect, so a
+redelivered event (after a crash before commit, a rebalance, a replay) finds
+its id and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, String, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from fangkong_common.db import Base
+from fangkong_common.events.envelope import Envelope
+
+
+class InboxEntry(Base):
+    __tablename__ = "inbox"
+
+    consumer_group: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+
+
+async def claim_new(session: AsyncSession, group: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
+    """The envelopes this group has not applied yet, recorded as applied in ``session``.
+
+    Duplicates inside the batch count once. If two consumers race on the same
+    event, the primary key makes the second commit fail and its retry skips it.
+    """
+    ids = list(dict.fromkeys(str(e.id) for e in envelopes))
+    seen: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        seen.update(
+            await session.scalars(
+                select(InboxEntry.event_id).where(InboxEntry.consumer_group == group, InboxEntry.event_id.in_(chunk))
+            )
+        )
+    fresh: list[Envelope] = []
+    for envelope in envelopes:
+        event_id = str(envelope.id)
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        fresh.append(envelope)
+        session.add(InboxEntry(consumer_group=group, event_id=event_id, topic=envelope.type))
+    return fresh
+
+
+Apply = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+def idempotent_handler(
+    sessionmaker: async_sessionmaker[AsyncSession], group: str, apply: Apply
+) -> Callable[[list[Envelope]], Awaitable[None]]:
+    """A bus handler applying each new event of a batch in one transaction with its inbox rows."""
+
+    async def handle(envelopes: list[Envelope]) -> None:
+        async with sessionmaker() as session, session.begin():
+            for envelope in await claim_new(session, group, envelopes):
+                await apply(session, envelope)
+
+    return handle
+
+
+async def purge(session: AsyncSession, before: datetime) -> int:
+    """Forget applied ids older than the broker keeps messages (nothing older can come back)."""
+    result = await session.execute(delete(InboxEntry).where(InboxEntry.applied_at < before.astimezone(UTC)))
+    return result.rowcount or 0

@@ -1,0 +1,1 @@
+"""Dashboard: read models from events, KPIs, daily reports, the command screen."""

@@ -1,0 +1,1 @@
+"""Pure rules of the dashboard service: no IO, no framework."""

@@ -1,0 +1,19 @@
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from fangkong_common.app import create_service_app
+from dashboard import api, consumers
+from dashboard.config import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        name="dashboard",
+        settings=settings or Settings(),
+        api_router=api.router,
+        consumers=consumers.CONSUMERS,
+        migrations=MIGRATIONS,
+    )

@@ -1,0 +1,1 @@
+"""Pure rules of the quarantine service: no IO, no framework."""

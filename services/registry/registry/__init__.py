@@ -1,0 +1,1 @@
+"""Person registry: people, travel history, risk areas, checkpoints, contacts, vaccinations, filings."""

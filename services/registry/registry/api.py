@@ -1,0 +1,5 @@
+"""HTTP API of the registry service, under /registry."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/registry", tags=["registry"])

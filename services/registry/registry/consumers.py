@@ -1,0 +1,5 @@
+"""Consumer groups of the registry service (what it learns from other services' events)."""
+
+from fangkong_common.app import ConsumerSpec
+
+CONSUMERS: list[ConsumerSpec] = []

@@ -1,0 +1,1 @@
+"""Pure rules of the registry service: no IO, no framework."""

@@ -1,0 +1,1 @@
+"""Testing: collection sites, labs, tubes and pools, results, capacity matching."""

@@ -1,0 +1,5 @@
+"""HTTP API of the testing service, under /testing."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/testing", tags=["testing"])

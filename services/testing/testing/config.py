@@ -1,0 +1,5 @@
+from fangkong_common.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    service_name: str = "testing"

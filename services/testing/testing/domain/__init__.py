@@ -1,0 +1,1 @@
+"""Pure rules of the testing service: no IO, no framework."""

@@ -1,0 +1,19 @@
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from fangkong_common.app import create_service_app
+from testing import api, consumers
+from testing.config import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(
+        name="testing",
+        settings=settings or Settings(),
+        api_router=api.router,
+        consumers=consumers.CONSUMERS,
+        migrations=MIGRATIONS,
+    )
