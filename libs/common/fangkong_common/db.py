@@ -85,8 +85,10 @@ class Database:
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once when the handler succeeded.
 
-    The commit runs before the response is sent, so a client never sees a 2xx
-    for a write that did not commit (and the outbox row commits with it).
+    Used with ``scope="function"`` (``DbSession``) so the commit runs when the
+    path operation returns, before the response is built: a client never sees
+    a 2xx for a write that did not commit (and the outbox row commits with it).
+    With the default request scope FastAPI would send the 200 first.
     """
     database: Database = request.app.state.database
     async with database.sessionmaker() as session:
@@ -98,4 +100,4 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-DbSession = Annotated[AsyncSession, Depends(request_session)]
+DbSession = Annotated[AsyncSession, Depends(request_session, scope="function")]

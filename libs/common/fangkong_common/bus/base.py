@@ -192,6 +192,20 @@ class BatchProcessor:
                 await asyncio.sleep(self.retry.delay(min(attempt, 10)))
 
 
+async def publish_dead_letters(bus: "Bus", dead: Sequence[DeadLetter]) -> None:
+    """Publish dead letters, waiting out a broker outage: the offsets of a batch are
+    committed only after its dead letters are safely on their topic."""
+    delay = 0.05
+    while True:
+        try:
+            await bus.publish_records([(d.topic, d.record.key, d.record.value, d.headers()) for d in dead])
+            return
+        except BusUnavailable as exc:
+            log.warning("dead letters not published yet", extra={"error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class Subscription(abc.ABC):
     """A running consumer in a group. ``stop`` leaves the group without committing
     what is being processed, so it is redelivered to the group."""

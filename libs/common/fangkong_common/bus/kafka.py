@@ -9,12 +9,13 @@ their order. Consumer: manual commits after the handler's effect, batches from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import parse_qs, urlparse
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
@@ -34,6 +35,7 @@ from fangkong_common.bus.base import (
     RecordHandler,
     RetryPolicy,
     Subscription,
+    publish_dead_letters,
 )
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.topics import DLQ_SUFFIX
@@ -105,14 +107,23 @@ class KafkaBus(Bus):
             return False
 
     # --- topics ---------------------------------------------------------
-    async def ensure_topics(self, topics: Sequence[str]) -> None:
-        missing = [t for t in dict.fromkeys(topics) if t not in self._known_topics]
-        if not missing:
-            return
+    @contextlib.asynccontextmanager
+    async def _admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin",
                                     request_timeout_ms=15000)
         try:
             await admin.start()
+            yield admin
+        except (KafkaConnectionError, OSError) as exc:
+            raise BusUnavailable(f"kafka admin cannot connect to {self.bootstrap}: {exc!r}") from exc
+        finally:
+            await admin.close()
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        missing = [t for t in dict.fromkeys(topics) if t not in self._known_topics]
+        if not missing:
+            return
+        async with self._admin() as admin:
             existing = set(await admin.list_topics())
             new = [
                 NewTopic(name=t, num_partitions=self.partitions, replication_factor=self.replication)
@@ -124,22 +135,11 @@ class KafkaBus(Bus):
                     await admin.create_topics(new)
                 except TopicAlreadyExistsError:
                     pass  # created by another replica in the meantime
-        except (KafkaConnectionError, OSError) as exc:
-            raise BusUnavailable(f"kafka admin cannot connect to {self.bootstrap}: {exc!r}") from exc
-        finally:
-            await admin.close()
         self._known_topics.update(missing)
 
     async def committed_offsets(self, group: str) -> dict[tuple[str, int], int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin",
-                                    request_timeout_ms=15000)
-        try:
-            await admin.start()
+        async with self._admin() as admin:
             offsets = await admin.list_consumer_group_offsets(group)
-        except (KafkaConnectionError, OSError) as exc:
-            raise BusUnavailable(f"kafka admin cannot connect to {self.bootstrap}: {exc!r}") from exc
-        finally:
-            await admin.close()
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     # --- publish --------------------------------------------------------
@@ -257,7 +257,7 @@ class KafkaSubscription(Subscription):
             ]
             dead = await self._processor.process(records)
             if dead:
-                await self._publish_dead_letters(dead)
+                await publish_dead_letters(self._bus, dead)
             offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if messages}
             try:
                 await consumer.commit(offsets)
@@ -265,19 +265,6 @@ class KafkaSubscription(Subscription):
                 # The group rebalanced while we worked: the new owner gets these
                 # again and the inbox makes that harmless.
                 log.warning("commit refused after rebalance", extra={"group": self.group, "error": repr(exc)})
-
-    async def _publish_dead_letters(self, dead) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self._bus.publish_records(
-                    [(d.topic, d.record.key, d.record.value, d.headers()) for d in dead]
-                )
-                return
-            except BusUnavailable as exc:
-                log.warning("dead letters not published yet", extra={"group": self.group, "error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -26,6 +26,7 @@ from fangkong_common.bus.base import (
     RecordHandler,
     RetryPolicy,
     Subscription,
+    publish_dead_letters,
 )
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.topics import dlq
@@ -185,18 +186,8 @@ class MemorySubscription(Subscription):
                 continue
             dead = await self._processor.process(batch)
             if dead:
-                await self._publish_dead_letters(dead)
+                await publish_dead_letters(self._bus, dead)
             self._commit(generation, batch)
-
-    async def _publish_dead_letters(self, dead) -> None:
-        delay = 0.05
-        while True:
-            try:
-                await self._bus.publish_records([(d.topic, d.record.key, d.record.value, d.headers()) for d in dead])
-                return
-            except BusUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
 
     def _commit(self, generation: int, batch: list[Record]) -> None:
         last: dict[tuple[str, int], int] = {}
