@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from fangkong_common.db import Base
 from fangkong_common.events.envelope import Envelope
+from fangkong_common.logs import correlation_id
 
 
 class InboxEntry(Base):
@@ -64,7 +65,12 @@ def idempotent_handler(
     async def handle(envelopes: list[Envelope]) -> None:
         async with sessionmaker() as session, session.begin():
             for envelope in await claim_new(session, group, envelopes):
-                await apply(session, envelope)
+                # Logs written while applying carry the correlation id of the request that caused it.
+                token = correlation_id.set(str(envelope.correlation_id))
+                try:
+                    await apply(session, envelope)
+                finally:
+                    correlation_id.reset(token)
 
     return handle
 

@@ -50,8 +50,19 @@ class MemoryBus(Bus):
         self.partitions = partitions
         self._logs: dict[str, list[list[Record]]] = {}
         self._groups: dict[str, _Group] = {}
-        self._changed = asyncio.Condition()
+        self._condition: asyncio.Condition | None = None
+        self._condition_loop: asyncio.AbstractEventLoop | None = None
         self._outage = False
+
+    @property
+    def _changed(self) -> asyncio.Condition:
+        """The wake-up for idle consumers, bound to the running loop (a bus named
+        in one test's loop may be reused in the next)."""
+        loop = asyncio.get_running_loop()
+        if self._condition is None or self._condition_loop is not loop:
+            self._condition = asyncio.Condition()
+            self._condition_loop = loop
+        return self._condition
 
     # --- topics -----------------------------------------------------------
     def _topic(self, topic: str) -> list[list[Record]]:
