@@ -9,23 +9,12 @@ from collections import defaultdict
 import pytest
 from prometheus_client import REGISTRY
 
-from fangkong_common.bus import Bus, PermanentError, Record, RetryPolicy, create_bus, forget_memory_bus
+from fangkong_common.bus import Bus, PermanentError, Record, RetryPolicy
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.topics import dlq
 from tests.contract.helpers import event, eventually, unique_topic
 
 FAST_RETRY = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05)
-
-
-@pytest.fixture
-async def bus(bus_url: str):
-    instance = create_bus(bus_url, partitions=4, client_id="contract")
-    await instance.start()
-    try:
-        yield instance
-    finally:
-        await instance.stop()
-        forget_memory_bus(bus_url)
 
 
 async def collect_raw(bus: Bus, topic: str, count: int, timeout: float = 30.0) -> list[Record]:

@@ -10,7 +10,7 @@ from sqlalchemy import Integer, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from fangkong_common import outbox
-from fangkong_common.bus import Bus, create_bus, forget_memory_bus
+from fangkong_common.bus import Bus
 from fangkong_common.bus.memory import MemoryBus
 from fangkong_common.db import Base, Database
 from fangkong_common.events.envelope import Envelope
@@ -41,17 +41,6 @@ async def database(database_url: str):
         yield db
     finally:
         await db.dispose()
-
-
-@pytest.fixture
-async def bus(bus_url: str):
-    instance = create_bus(bus_url, partitions=4, client_id="contract")
-    await instance.start()
-    try:
-        yield instance
-    finally:
-        await instance.stop()
-        forget_memory_bus(bus_url)
 
 
 async def write_events(database: Database, topic: str, count: int, per_transaction: int = 10) -> list[Envelope]:

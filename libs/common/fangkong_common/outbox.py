@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fangkong_common import metrics
+from fangkong_common.aio import cancel_and_wait
 from fangkong_common.bus.base import Bus, is_transient
 from fangkong_common.db import Base, Database
 from fangkong_common.events.envelope import Envelope
@@ -110,13 +111,8 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         _relays.get(self.database.engine.sync_engine, set()).discard(self)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published."""

@@ -26,6 +26,7 @@ from aiokafka.errors import (
 )
 
 from fangkong_common import metrics
+from fangkong_common.aio import cancel_and_wait
 from fangkong_common.bus.base import (
     BatchProcessor,
     Bus,
@@ -236,6 +237,8 @@ class KafkaSubscription(Subscription):
             except (KafkaError, OSError) as exc:
                 log.warning("kafka consumer lost the broker; reconnecting",
                             extra={"group": self.group, "error": repr(exc)})
+            except Exception:  # noqa: BLE001 - a consumer must not die silently; log and start over
+                log.exception("kafka consumer failed; restarting", extra={"group": self.group})
             finally:
                 self._consumer = None
                 try:
@@ -267,12 +270,7 @@ class KafkaSubscription(Subscription):
                 log.warning("commit refused after rebalance", extra={"group": self.group, "error": repr(exc)})
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self in self._bus._subscriptions:
             self._bus._subscriptions.remove(self)

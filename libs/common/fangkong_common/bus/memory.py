@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fangkong_common import metrics
+from fangkong_common.aio import cancel_and_wait
 from fangkong_common.bus.base import (
     BatchProcessor,
     Bus,
@@ -215,11 +216,6 @@ class MemorySubscription(Subscription):
 
     async def stop(self) -> None:
         """Leave the group; whatever was fetched but not committed is redelivered."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._bus._leave(self)
