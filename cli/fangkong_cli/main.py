@@ -42,6 +42,8 @@ def _overrides(data_dir: Path, **extra) -> dict:
 def token(
     role: Annotated[Role, typer.Option(help="the caller's role")],
     region: Annotated[list[str] | None, typer.Option(help="a 6-digit region code the caller may see (repeat)")] = None,
+    grid: Annotated[list[str] | None, typer.Option(help="a grid (网格) the caller works in (repeat)")] = None,
+    site: Annotated[list[str] | None, typer.Option(help="a site or lab id the caller serves (repeat)")] = None,
     ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 8 * 3600,
     sub: Annotated[str | None, typer.Option(help="subject: who or what the token is for")] = None,
     data_dir: DataDir = None,
@@ -49,7 +51,8 @@ def token(
     """Print a signed token (for integrations and scripts)."""
     settings = CommonSettings(**_overrides(_data_dir(data_dir)))
     try:
-        print(issue_token(settings.jwt_secret.get_secret_value(), role=role, regions=region or [], sub=sub,
+        print(issue_token(settings.jwt_secret.get_secret_value(), role=role, regions=region or [], grids=grid or [],
+                          sites=site or [], sub=sub,
                           ttl_seconds=ttl, issuer=settings.jwt_issuer))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--region") from exc

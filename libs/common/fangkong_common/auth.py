@@ -52,6 +52,8 @@ class Principal(BaseModel):
     sub: str
     role: Role
     regions: list[str] = Field(default_factory=list)
+    grids: list[str] = Field(default_factory=list, description="grid workers: the grids (网格) within their regions")
+    sites: list[str] = Field(default_factory=list, description="site staff and labs: the site or lab ids they serve")
 
     @field_validator("regions")
     @classmethod
@@ -91,17 +93,21 @@ def issue_token(
     *,
     role: Role | str,
     regions: Iterable[str] = (),
+    grids: Iterable[str] = (),
+    sites: Iterable[str] = (),
     sub: str | None = None,
     ttl_seconds: int = 8 * 3600,
     issuer: str = "fangkong",
 ) -> str:
     principal = Principal(sub=sub or f"{Role(role).value}-{uuid.uuid4().hex[:8]}", role=Role(role),
-                          regions=list(regions))
+                          regions=list(regions), grids=list(grids), sites=list(sites))
     now = int(time.time())
     claims = {
         "sub": principal.sub,
         "role": principal.role.value,
         "regions": principal.regions,
+        "grids": principal.grids,
+        "sites": principal.sites,
         "iss": issuer,
         "iat": now,
         "exp": now + ttl_seconds,
@@ -114,7 +120,8 @@ def decode_token(token: str, secret: str, *, issuer: str = "fangkong") -> Princi
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=issuer,
                             options={"require": ["exp", "iat", "sub", "iss"]})
-        return Principal(sub=claims["sub"], role=claims["role"], regions=claims.get("regions", []))
+        return Principal(sub=claims["sub"], role=claims["role"], regions=claims.get("regions", []),
+                         grids=claims.get("grids", []), sites=claims.get("sites", []))
     except (jwt.PyJWTError, ValueError, KeyError) as exc:
         raise TokenError(str(exc)) from exc
 

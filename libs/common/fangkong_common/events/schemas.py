@@ -26,12 +26,14 @@ PersonKey = Annotated[str, StringConstraints(pattern=PERSON_KEY_PATTERN)]
 class ReturneeCategory(StrEnum):
     inbound_international = "inbound_international"
     """境外返回: straight from abroad."""
-    port_quarantine_elsewhere = "port_quarantine_elsewhere"
-    """Finished port quarantine in another province: top up to the full 21+7."""
-    key_region = "key_region"
-    """From a key border province or a province with a medium/high risk area."""
+    inbound_port_completed_elsewhere = "inbound_port_completed_elsewhere"
+    """From abroad, port quarantine finished in another province: top up to the full 21+7."""
+    domestic_key_region = "domestic_key_region"
+    """From a key border province or a province with a current medium/high risk area."""
     domestic_other = "domestic_other"
     """Any other out-of-province returnee."""
+    local = "local"
+    """Travel that stayed within the province: nothing to plan."""
 
 
 class RiskLevel(StrEnum):
@@ -65,9 +67,7 @@ class CaseClass(StrEnum):
     asymptomatic = "asymptomatic"
 
 
-class TubeMode(StrEnum):
-    single = "single"
-    pool = "pool"
+PoolRatio = Literal[1, 5, 10, 20]
 
 
 # --- registry -------------------------------------------------------------
@@ -77,13 +77,16 @@ class PersonReturned(EventPayload):
     event_type = topics.PERSON_RETURNED
 
     person_key: PersonKey
-    region_code: RegionCode
+    region_code: RegionCode = Field(description="where the person lives now")
     grid: str | None = None
     category: ReturneeCategory
-    origin: str = Field(description="country (ISO 3166 alpha-2) or 6-digit region code left from")
-    port_of_entry: str | None = None
-    arrived_on: date
-    days_served_elsewhere: int = Field(default=0, ge=0)
+    origin_kind: Literal["international", "domestic"]
+    origin_country: str | None = Field(default=None, description="ISO 3166 alpha-2, for international")
+    origin_region_code: RegionCode | None = Field(default=None, description="for domestic")
+    arrival_date: date
+    port_of_entry: RegionCode | None = None
+    served_quarantine_days: int = Field(default=0, ge=0, description="port quarantine already served elsewhere")
+    served_quarantine_place: str | None = None
     travel_record_id: str | None = None
 
 
@@ -107,8 +110,9 @@ class ContactIdentified(EventPayload):
     person_key: PersonKey
     region_code: RegionCode
     grid: str | None = None
-    degree: Literal[1, 2] = Field(description="1 = close contact (密接), 2 = secondary (次密接)")
-    source_person_key: PersonKey = Field(description="the case (degree 1) or close contact (degree 2)")
+    degree: int = Field(ge=1, le=5, description="1 = close contact (密接), 2 = secondary (次密接), deeper if a policy asks")
+    source_person_key: PersonKey = Field(description="who they met: the case (degree 1) or a contact (degree 2+)")
+    case_person_key: PersonKey | None = Field(default=None, description="the case at the root of the chain")
     last_exposure_at: AwareDatetime
     setting: str | None = Field(default=None, description="household, workplace, school, transport ...")
 
@@ -123,6 +127,32 @@ class CheckpointFever(EventPayload):
     observed_at: AwareDatetime
 
 
+class VaccinationRecorded(EventPayload):
+    """Not in DESIGN.md's first table: the dashboard counts doses against targets by age group."""
+
+    event_type = topics.VACCINATION_RECORDED
+
+    person_key: PersonKey
+    region_code: RegionCode
+    age_group: Literal["3-11", "12-14", "15-17", "18+"]
+    vaccine: str
+    dose_number: int = Field(ge=1, le=5)
+    vaccinated_on: date
+
+
+class GatheringFiled(EventPayload):
+    """A filed gathering (备案) and its decision; the dashboard counts filings."""
+
+    event_type = topics.GATHERING_FILED
+
+    gathering_id: str
+    region_code: RegionCode
+    kind: str = Field(description="wedding, funeral, banquet, meeting ...")
+    expected_attendees: int = Field(ge=1)
+    held_on: date
+    status: Literal["filed", "approved", "refused"]
+
+
 # --- quarantine -----------------------------------------------------------
 
 
@@ -133,7 +163,7 @@ class PlannedStage(BaseModel):
     place: StagePlace
     start_date: date
     end_date: date
-    test_dates: list[date] = Field(default_factory=list)
+    test_days: list[date] = Field(default_factory=list, description="dates of the nucleic tests in this stage")
 
 
 class QuarantineOrdered(EventPayload):
@@ -186,8 +216,9 @@ class CaseClassified(EventPayload):
 
     person_key: PersonKey
     origin_region_code: RegionCode = Field(description="cases count for the city they came from")
-    treated_region_code: RegionCode
+    treating_region_code: RegionCode
     classification: CaseClass
+    severity: str | None = None
     classified_at: AwareDatetime
     site_id: str | None = None
 
@@ -210,10 +241,10 @@ class TestCollected(EventPayload):
     __test__ = False  # not a pytest test class, despite the name
     event_type = topics.TEST_COLLECTED
 
-    tube_id: str
-    collection_site_id: str
+    barcode: str
+    site_id: str
     region_code: RegionCode
-    mode: TubeMode
+    ratio: PoolRatio = Field(description="1 = single tube (单采), 5/10/20-in-1 pools (混采)")
     member_keys: list[PersonKey] = Field(min_length=1, max_length=20)
     collected_at: AwareDatetime
 
@@ -222,10 +253,11 @@ class TestPoolPositive(EventPayload):
     __test__ = False  # not a pytest test class, despite the name
     event_type = topics.TEST_POOL_POSITIVE
 
-    tube_id: str
+    barcode: str
     lab_id: str
     region_code: RegionCode
     member_keys: list[PersonKey] = Field(min_length=2, max_length=20)
+    collected_at: AwareDatetime | None = None
     resulted_at: AwareDatetime
 
 
@@ -234,7 +266,7 @@ class TestPositive(EventPayload):
     event_type = topics.TEST_POSITIVE
 
     person_key: PersonKey
-    tube_id: str
+    barcode: str
     lab_id: str
     region_code: RegionCode = Field(description="where the swab was taken")
     origin_region_code: RegionCode | None = None
@@ -247,7 +279,7 @@ class TestNegative(EventPayload):
     __test__ = False  # not a pytest test class, despite the name
     event_type = topics.TEST_NEGATIVE
 
-    tube_id: str
+    barcode: str
     lab_id: str
     region_code: RegionCode
     member_keys: list[PersonKey] = Field(min_length=1, max_length=20)
@@ -274,6 +306,8 @@ PAYLOAD_MODELS: dict[tuple[str, int], type[EventPayload]] = {
         PersonRiskFlagged,
         ContactIdentified,
         CheckpointFever,
+        VaccinationRecorded,
+        GatheringFiled,
         QuarantineOrdered,
         QuarantineTestDue,
         QuarantineReleased,

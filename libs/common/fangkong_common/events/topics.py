@@ -6,6 +6,8 @@ PERSON_RETURNED = "person.returned"
 PERSON_RISK_FLAGGED = "person.risk_flagged"
 CONTACT_IDENTIFIED = "contact.identified"
 CHECKPOINT_FEVER = "checkpoint.fever"
+VACCINATION_RECORDED = "vaccination.recorded"
+GATHERING_FILED = "gathering.filed"
 
 QUARANTINE_ORDERED = "quarantine.ordered"
 QUARANTINE_TEST_DUE = "quarantine.test_due"
@@ -25,6 +27,8 @@ ALL_TOPICS: tuple[str, ...] = (
     PERSON_RISK_FLAGGED,
     CONTACT_IDENTIFIED,
     CHECKPOINT_FEVER,
+    VACCINATION_RECORDED,
+    GATHERING_FILED,
     QUARANTINE_ORDERED,
     QUARANTINE_TEST_DUE,
     QUARANTINE_RELEASED,
