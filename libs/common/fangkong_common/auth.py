@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import ColumnElement, false, or_, true
 from sqlalchemy.orm import InstrumentedAttribute
 
-REGION_CODE = re.compile(r"^\d{6}$")
+REGION_CODE = re.compile(r"[0-9]{6}")
 
 
 class Role(StrEnum):
@@ -39,7 +39,7 @@ class Role(StrEnum):
 
 def region_prefix(code: str) -> str:
     """The prefix every code under ``code`` shares: 440000 → 44, 440300 → 4403."""
-    if not REGION_CODE.match(code):
+    if not REGION_CODE.fullmatch(code):
         raise ValueError(f"region code must be 6 digits (GB/T 2260), got {code!r}")
     prefix = code
     for _ in range(2):

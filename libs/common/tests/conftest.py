@@ -27,6 +27,12 @@ def fake_person_key(seed: str | int) -> str:
 
 
 @pytest.fixture
+def make_key():
+    """``make_key(seed)``: a valid, stable person key (tests cannot import conftest under importlib)."""
+    return fake_person_key
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'common.db'}"
 

@@ -18,7 +18,7 @@ from fangkong_common.events import topics
 from fangkong_common.events.envelope import EventPayload
 from fangkong_common.identity import PERSON_KEY_PATTERN
 
-RegionCode = Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 """GB/T 2260 administrative division code: 2 digits province, 2 city, 2 county."""
 PersonKey = Annotated[str, StringConstraints(pattern=PERSON_KEY_PATTERN)]
 
