@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, String, delete, func, select
+from sqlalchemy import DateTime, String, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,7 +50,12 @@ async def claim_new(session: AsyncSession, group: str, envelopes: Sequence[Envel
             continue
         seen.add(event_id)
         fresh.append(envelope)
-        session.add(InboxEntry(consumer_group=group, event_id=event_id, topic=envelope.type))
+    if fresh:
+        # One executemany (not ORM objects): the inbox is on every consumer's hot path.
+        await session.execute(
+            insert(InboxEntry),
+            [{"consumer_group": group, "event_id": str(e.id), "topic": e.type} for e in fresh],
+        )
     return fresh
 
 
@@ -71,6 +76,25 @@ def idempotent_handler(
                     await apply(session, envelope)
                 finally:
                     correlation_id.reset(token)
+
+    return handle
+
+
+ApplyBatch = Callable[[AsyncSession, list[Envelope]], Awaitable[None]]
+
+
+def idempotent_batch_handler(
+    sessionmaker: async_sessionmaker[AsyncSession], group: str, apply_batch: ApplyBatch
+) -> Callable[[list[Envelope]], Awaitable[None]]:
+    """Like ``idempotent_handler``, but the new events of a batch are applied in one
+    call, so a read model can write them with a few set-based statements instead of
+    one round trip per event."""
+
+    async def handle(envelopes: list[Envelope]) -> None:
+        async with sessionmaker() as session, session.begin():
+            fresh = await claim_new(session, group, envelopes)
+            if fresh:
+                await apply_batch(session, fresh)
 
     return handle
 
