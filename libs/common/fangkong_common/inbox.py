@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, String, delete, func, insert, select
+from sqlalchemy import DateTime, String, delete, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -28,35 +28,36 @@ class InboxEntry(Base):
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
 
 
+def _insert_ignoring_duplicates(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - the two databases we run on
+        raise NotImplementedError(f"inbox on {dialect}")
+    return dialect_insert(InboxEntry).on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
+
+
 async def claim_new(session: AsyncSession, group: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
     """The envelopes this group has not applied yet, recorded as applied in ``session``.
 
-    Duplicates inside the batch count once. If two consumers race on the same
-    event, the primary key makes the second commit fail and its retry skips it.
+    One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per 500 events: the
+    primary key decides what is new (no SELECT whose plan depends on table
+    statistics), and a consumer racing on the same event waits for the other's
+    commit, then finds it taken. Duplicates inside the batch count once.
     """
-    ids = list(dict.fromkeys(str(e.id) for e in envelopes))
-    seen: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        seen.update(
-            await session.scalars(
-                select(InboxEntry.event_id).where(InboxEntry.consumer_group == group, InboxEntry.event_id.in_(chunk))
-            )
-        )
-    fresh: list[Envelope] = []
+    unique: dict[str, Envelope] = {}
     for envelope in envelopes:
-        event_id = str(envelope.id)
-        if event_id in seen:
-            continue
-        seen.add(event_id)
-        fresh.append(envelope)
-    if fresh:
-        # One executemany (not ORM objects): the inbox is on every consumer's hot path.
-        await session.execute(
-            insert(InboxEntry),
-            [{"consumer_group": group, "event_id": str(e.id), "topic": e.type} for e in fresh],
-        )
-    return fresh
+        unique.setdefault(str(envelope.id), envelope)
+    dialect = session.get_bind().dialect.name
+    items = list(unique.items())
+    claimed: set[str] = set()
+    for start in range(0, len(items), 500):
+        rows = [{"consumer_group": group, "event_id": event_id, "topic": envelope.type}
+                for event_id, envelope in items[start : start + 500]]
+        statement = _insert_ignoring_duplicates(dialect).values(rows).returning(InboxEntry.event_id)
+        claimed.update(await session.scalars(statement))
+    return [envelope for event_id, envelope in items if event_id in claimed]
 
 
 Apply = Callable[[AsyncSession, Envelope], Awaitable[None]]
