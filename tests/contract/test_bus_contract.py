@@ -189,3 +189,40 @@ async def test_a_transient_handler_error_is_retried_not_dead_lettered(bus: Bus) 
     assert attempts["n"] >= 5
     dead = REGISTRY.get_sample_value("fangkong_bus_dead_letters_total", {"group": "transient-group", "topic": topic})
     assert not dead
+
+
+@pytest.mark.kafka
+async def test_a_kafka_consumer_rides_out_a_broker_restart(kafka_broker) -> None:
+    if not kafka_broker.controllable:
+        pytest.skip("an external broker (FANGKONG_TEST_KAFKA) cannot be restarted by the test")
+    from fangkong_common.bus import create_bus
+
+    bus = create_bus(kafka_broker.url, partitions=4, client_id="restart")
+    topic = unique_topic("restart")
+    got: list[Envelope] = []
+
+    async def handler(envelopes: list[Envelope]) -> None:
+        got.extend(envelopes)
+
+    sub = await bus.subscribe([topic], "restart-group", handler)
+    try:
+        await sub.wait_assigned()
+        await bus.publish([event(topic, f"k{n}", seq=n) for n in range(10)])
+        await eventually(lambda: len(got) >= 10, what="events before the restart")
+        await asyncio.to_thread(kafka_broker.stop)
+        await asyncio.to_thread(kafka_broker.start)
+        after = [event(topic, f"k{n}", seq=n) for n in range(10, 20)]
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:  # the producer reconnects on its own; a send may fail while it does
+            try:
+                await bus.publish(after)
+                break
+            except ConnectionError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        await eventually(lambda: {e.id for e in after} <= {e.id for e in got}, timeout=90,
+                         what="events after the restart")
+    finally:
+        await sub.stop()
+        await bus.stop()
