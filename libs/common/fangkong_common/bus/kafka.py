@@ -177,12 +177,7 @@ class KafkaBus(Bus):
         max_batch: int = 500,
         retry: RetryPolicy | None = None,
     ) -> "KafkaSubscription":
-        topics = tuple(topics)
-        try:
-            await self.ensure_topics([*topics, *(t + DLQ_SUFFIX for t in topics if not t.endswith(DLQ_SUFFIX))])
-        except BusUnavailable as exc:
-            log.warning("topics not ensured (broker down); the consumer retries", extra={"error": str(exc)})
-        sub = KafkaSubscription(self, topics, group, BatchProcessor(group, handler, raw, retry or RetryPolicy()),
+        sub = KafkaSubscription(self, tuple(topics), group, BatchProcessor(group, handler, raw, retry or RetryPolicy()),
                                 max_batch)
         self._subscriptions.append(sub)
         sub.start()
@@ -200,6 +195,9 @@ class KafkaSubscription(Subscription):
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._instance = uuid.uuid4().hex[:8]
+
+    def _topics_and_dead_letters(self) -> list[str]:
+        return [*self.topics, *(t + DLQ_SUFFIX for t in self.topics if not t.endswith(DLQ_SUFFIX))]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name=f"kafka-consumer-{self.group}-{self._instance}")
@@ -228,6 +226,8 @@ class KafkaSubscription(Subscription):
                 metadata_max_age_ms=30000,
             )
             try:
+                # Again at every (re)start: the broker may have been down at subscribe time.
+                await self._bus.ensure_topics(self._topics_and_dead_letters())
                 await consumer.start()
                 self._consumer = consumer
                 delay = 0.2
