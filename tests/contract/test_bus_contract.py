@@ -210,6 +210,7 @@ async def test_a_kafka_consumer_rides_out_a_broker_restart(kafka_broker) -> None
         await bus.publish([event(topic, f"k{n}", seq=n) for n in range(10)])
         await eventually(lambda: len(got) >= 10, what="events before the restart")
         await asyncio.to_thread(kafka_broker.stop)
+        assert await bus.ping() is False, "readiness must report the broker down"
         await asyncio.to_thread(kafka_broker.start)
         after = [event(topic, f"k{n}", seq=n) for n in range(10, 20)]
         deadline = asyncio.get_running_loop().time() + 60
