@@ -34,7 +34,7 @@ def _insert_ignoring_duplicates(dialect: str):
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:  # pragma: no cover - the two databases we run on
-        raise NotImplementedError(f"inbox on {dialect}")
+        raise ValueError(f"the inbox runs on PostgreSQL or SQLite, not {dialect}")
     return dialect_insert(InboxEntry).on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
 
 
