@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from fangkong_common import metrics
 from fangkong_common.bus import Subscription, create_bus
 from fangkong_common.db import Database
 from fangkong_common.errors import install_error_handlers
-from fangkong_common.inbox import Apply, idempotent_handler
+from fangkong_common.aio import cancel_and_wait
+from fangkong_common.inbox import Apply, ApplyBatch, idempotent_batch_handler, idempotent_handler
 from fangkong_common.logs import correlation_id, new_correlation_id
 from fangkong_common.migrations import upgrade
 from fangkong_common.outbox import OutboxRelay
@@ -35,8 +37,24 @@ class ConsumerSpec:
 
     group: str
     topics: Sequence[str]
-    apply: Apply
+    apply: Apply | None = None
+    # For high-volume groups: the batch's new events applied together (set-based writes).
+    apply_batch: ApplyBatch | None = None
     max_batch: int = 500
+
+    def __post_init__(self) -> None:
+        if (self.apply is None) == (self.apply_batch is None):
+            raise ValueError(f"consumer group {self.group}: give exactly one of apply and apply_batch")
+
+    def handler(self, sessionmaker):
+        if self.apply_batch is not None:
+            return idempotent_batch_handler(sessionmaker, self.group, self.apply_batch)
+        return idempotent_handler(sessionmaker, self.group, self.apply)
+
+
+# A background job of a service (a scheduler, a sweeper): started after the
+# consumers with the running app, cancelled at shutdown.
+BackgroundTask = Callable[[FastAPI], Awaitable[None]]
 
 
 class CorrelationMiddleware:
@@ -110,6 +128,7 @@ def create_service_app(
     settings: CommonSettings,
     api_router: APIRouter | None = None,
     consumers: Sequence[ConsumerSpec] = (),
+    background: Sequence[BackgroundTask] = (),
     migrations: Path | None = None,
     title: str | None = None,
     version: str = "0.1.0",
@@ -128,16 +147,20 @@ def create_service_app(
         for spec in consumers:
             subscriptions.append(
                 await bus.subscribe(spec.topics, spec.group,
-                                    idempotent_handler(database.sessionmaker, spec.group, spec.apply),
+                                    spec.handler(database.sessionmaker),
                                     max_batch=spec.max_batch)
             )
         app.state.database = database
         app.state.bus = bus
         app.state.relay = relay
         app.state.subscriptions = subscriptions
+        tasks = [asyncio.create_task(job(app), name=f"{name}-{getattr(job, '__name__', 'job')}")
+                 for job in background]
         try:
             yield
         finally:
+            for task in tasks:
+                await cancel_and_wait(task)
             for subscription in subscriptions:
                 await subscription.stop()
             await relay.stop()

@@ -44,6 +44,27 @@ def create_outbox_and_inbox() -> None:
     op.create_index("ix_inbox_applied_at", "inbox", ["applied_at"])
 
 
+def create_pii_audit_table() -> None:
+    """The audit trail of unmasked personal-data reads (fangkong_common.audit)."""
+    op.create_table(
+        "pii_audit",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(40), nullable=False),
+        sa.Column("action", sa.String(40), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("fields", sa.String(200), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("path", sa.String(500), nullable=True),
+        sa.Column("correlation_id", sa.String(64), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_pii_audit"),
+    )
+    op.create_index("ix_pii_audit_at", "pii_audit", ["at"])
+    op.create_index("ix_pii_audit_actor", "pii_audit", ["actor"])
+    op.create_index("ix_pii_audit_subject", "pii_audit", ["subject"])
+
+
 def drop_outbox_and_inbox() -> None:
     op.drop_table("inbox")
     op.drop_table("outbox")
