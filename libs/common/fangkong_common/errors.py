@@ -32,6 +32,17 @@ class Conflict(ServiceError):
     status_code = 409
 
 
+class Invalid(ServiceError):
+    """A 422 in FastAPI's own shape: which field, and why."""
+
+    status_code = 422
+
+    def __init__(self, loc: tuple[str | int, ...] | list[str | int], msg: str, *, type: str = "value_error",
+                 more: list[dict] | None = None) -> None:
+        errors = [{"loc": list(loc), "msg": msg, "type": type}, *(more or [])]
+        super().__init__(errors)
+
+
 class Unavailable(ServiceError):
     status_code = 503
 

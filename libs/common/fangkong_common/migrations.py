@@ -87,6 +87,9 @@ def run_env(service_metadata: MetaData) -> None:
     With a connection handed in (``upgrade`` below, from a running event loop)
     it migrates on that; otherwise it opens the URL of the alembic config.
     """
+    # The shared tables register on Base.metadata when their modules are imported.
+    import fangkong_common.audit, fangkong_common.inbox, fangkong_common.outbox  # noqa: F401, E401
+
     target = [Base.metadata, service_metadata]
     connection = context.config.attributes.get("connection")
     if connection is not None:
