@@ -1,0 +1,23 @@
+"""Distances and travel times between collection sites and labs."""
+
+from __future__ import annotations
+
+import math
+
+EARTH_RADIUS_KM = 6371.0088
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi = phi2 - phi1
+    dlmb = math.radians(lon2 - lon1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def travel_minutes(lat1: float, lon1: float, lat2: float, lon2: float, *, speed_kmh: float,
+                   handling_minutes: float = 0.0) -> float:
+    """Road time approximated as great-circle distance at ``speed_kmh`` plus loading/handling."""
+    if speed_kmh <= 0:
+        raise ValueError("speed must be positive")
+    return handling_minutes + 60.0 * haversine_km(lat1, lon1, lat2, lon2) / speed_kmh
