@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 from fastapi import Request
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, func, insert
@@ -46,10 +47,12 @@ class PiiAuditEntry(Base):
 
 
 def access_reason(request: Request | None) -> str | None:
-    """Why the caller reads: the ``X-Access-Reason`` header (or ``reason`` query parameter)."""
+    """Why the caller reads: the ``reason`` query parameter or the ``X-Access-Reason`` header
+    (percent-encoded UTF-8, since headers are ASCII)."""
     if request is None:
         return None
-    return request.headers.get("x-access-reason") or request.query_params.get("reason")
+    header = request.headers.get("x-access-reason")
+    return request.query_params.get("reason") or (unquote(header) if header else None)
 
 
 async def record_pii_read(

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET = "change-me-development-only"
+DEFAULT_SECRET = "change-me-development-only-not-a-real-secret"
 
 
 class InsecureSettingsError(ValueError):
