@@ -1,1 +1,1 @@
-"""Pure rules of the dashboard service: no IO, no framework."""
+"""Pure rules of the dashboard: no IO."""

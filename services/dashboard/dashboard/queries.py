@@ -1,0 +1,149 @@
+"""Reads of the read models: KPIs, time series, drill-down, sites, the daily summary.
+
+Counters are stored per county or city code; a query for a region sums every
+code under its prefix (an index range), so rolling up county → city → province
+happens here, at query time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+
+from sqlalchemy import and_, func, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dashboard.domain.rules import (KPIS, METRICS, SECTIONS, Kind, child_region, dimension_label, label,
+                                    prefix_range, ratio, region_prefix)
+from dashboard.models import Counter, Site
+
+
+def _region_filter(region_code: str | None):
+    bounds = prefix_range(region_prefix(region_code))
+    if bounds is None:
+        return true()
+    low, high = bounds
+    return and_(Counter.region_code >= low, Counter.region_code < high)
+
+
+async def sums(session: AsyncSession, region_code: str | None, metrics: list[str], day_from: date | None,
+               day_to: date, by_dimension: bool = True) -> dict[tuple[str, str], int]:
+    """{(metric, dimension): sum} over the region's codes and [day_from, day_to] (open start when None)."""
+    columns = [Counter.metric, Counter.dimension] if by_dimension else [Counter.metric]
+    conditions = [Counter.metric.in_(metrics), _region_filter(region_code), Counter.day <= day_to]
+    if day_from is not None:
+        conditions.append(Counter.day >= day_from)
+    result = await session.execute(
+        select(*columns, func.sum(Counter.value)).where(*conditions).group_by(*columns))
+    out: dict[tuple[str, str], int] = {}
+    for row in result:
+        key = (row[0], row[1]) if by_dimension else (row[0], "")
+        out[key] = int(row[-1] or 0)
+    return out
+
+
+def _total(values: dict[tuple[str, str], int], metric: str, exclude: tuple[str, ...] = ()) -> int:
+    return sum(v for (m, d), v in values.items() if m == metric and d not in exclude)
+
+
+async def kpis(session: AsyncSession, region_code: str | None, day: date, lang: str = "zh") -> list[dict]:
+    per_day_metrics = [m for k in KPIS if k.per_day for m in (k.numerator, k.denominator)]
+    level_metrics = [m for k in KPIS if not k.per_day for m in (k.numerator, k.denominator)]
+    daily = await sums(session, region_code, per_day_metrics, day, day)
+    levels = await sums(session, region_code, level_metrics, None, day)
+    out = []
+    for k in KPIS:
+        values = daily if k.per_day else levels
+        numerator = _total(values, k.numerator, k.exclude_dimensions)
+        denominator = _total(values, k.denominator, k.exclude_dimensions)
+        out.append({"name": k.name, "label": k.en if lang == "en" else k.zh,
+                    "numerator": numerator, "denominator": denominator, "ratio": ratio(numerator, denominator),
+                    "numerator_label": label(k.numerator, lang), "denominator_label": label(k.denominator, lang),
+                    "scope": "day" if k.per_day else "to_date"})
+    return out
+
+
+async def headline(session: AsyncSession, region_code: str | None, day: date) -> dict[str, int]:
+    """The figures the screen shows beside the KPIs (levels on ``day``)."""
+    names = ["unclassified", "tube_backlog", "in_quarantine", "positives", "returnees", "contacts"]
+    levels = await sums(session, region_code, names, None, day, by_dimension=False)
+    return {name: levels.get((name, ""), 0) for name in names}
+
+
+async def series(session: AsyncSession, region_code: str | None, day_from: date, day_to: date,
+                 names: list[str], lang: str = "zh") -> list[dict]:
+    """Per day: a flow's value that day; a stock's level at the end of that day."""
+    days = [day_from + timedelta(days=i) for i in range((day_to - day_from).days + 1)]
+    conditions = [Counter.metric.in_(names), _region_filter(region_code), Counter.day <= day_to]
+    result = await session.execute(
+        select(Counter.metric, Counter.day, func.sum(Counter.value))
+        .where(*conditions).group_by(Counter.metric, Counter.day))
+    per_day: dict[str, dict[date, int]] = defaultdict(dict)
+    for metric, day, value in result:
+        per_day[metric][day] = int(value or 0)
+    out = []
+    for name in names:
+        metric = METRICS[name]
+        values = per_day.get(name, {})
+        points = []
+        if metric.kind is Kind.stock:
+            level = sum(v for d, v in values.items() if d < day_from)
+            for d in days:
+                level += values.get(d, 0)
+                points.append({"date": d.isoformat(), "value": level})
+        else:
+            points = [{"date": d.isoformat(), "value": values.get(d, 0)} for d in days]
+        breakdown = await sums(session, region_code, [name], None if metric.kind is Kind.stock else day_from, day_to)
+        out.append({"name": name, "kind": metric.kind.value, "label": label(name, lang), "points": points,
+                    "by_dimension": [{"dimension": dim, "label": dimension_label(dim, lang), "value": v}
+                                     for (_, dim), v in sorted(breakdown.items()) if dim]})
+    return out
+
+
+async def summary(session: AsyncSession, region_code: str | None, day: date, lang: str = "zh") -> list[dict]:
+    """Every metric for the daily report: today's value, and the total (flows) or level (stocks) to date."""
+    names = list(METRICS)
+    today = await sums(session, region_code, names, day, day)
+    to_date = await sums(session, region_code, names, None, day)
+    sections: dict[str, list[dict]] = defaultdict(list)
+    for name, metric in METRICS.items():
+        dims = sorted({d for (m, d) in to_date if m == name and d})
+        row = {"metric": name, "label": label(name, lang), "kind": metric.kind.value,
+               "today": _total(today, name), "to_date": _total(to_date, name),
+               "by_dimension": [{"dimension": d, "label": dimension_label(d, lang),
+                                 "today": today.get((name, d), 0), "to_date": to_date.get((name, d), 0)}
+                                for d in dims]}
+        sections[metric.section].append(row)
+    return [{"section": s, "title": label(s, lang), "rows": rows} for s, rows in sections.items()]
+
+
+async def drilldown(session: AsyncSession, region_code: str | None, day: date, lang: str = "zh") -> list[dict]:
+    """The next level down (country → provinces → cities → counties) with key figures."""
+    names = ["positives", "unclassified", "in_quarantine", "tube_backlog", "returnees", "cases"]
+    result = await session.execute(
+        select(Counter.region_code, Counter.metric, func.sum(Counter.value))
+        .where(Counter.metric.in_(names), _region_filter(region_code), Counter.day <= day)
+        .group_by(Counter.region_code, Counter.metric))
+    children: dict[str, dict[str, int]] = defaultdict(lambda: {n: 0 for n in names})
+    for code, metric, value in result:
+        child = child_region(code, region_code)
+        if child is not None:
+            children[child][metric] += int(value or 0)
+    return [{"region_code": code, **values} for code, values in sorted(children.items())]
+
+
+async def sites(session: AsyncSession, region_code: str | None) -> list[dict]:
+    query = select(Site).order_by(Site.region_code, Site.site_id)
+    bounds = prefix_range(region_prefix(region_code))
+    if bounds:
+        query = query.where(Site.region_code >= bounds[0], Site.region_code < bounds[1])
+    rows = (await session.execute(query)).scalars().all()
+    return [{"site_id": s.site_id, "region_code": s.region_code, "site_kind": s.site_kind,
+             "beds_total": s.beds_total, "beds_free": s.beds_free, "occupied": s.beds_total - s.beds_free,
+             "occupancy": ratio(s.beds_total - s.beds_free, s.beds_total),
+             "as_of": s.as_of.isoformat()} for s in rows]
+
+
+def section_title(name: str, lang: str) -> str:
+    zh, en = SECTIONS.get(name, (name, name))
+    return en if lang == "en" else zh
