@@ -6,7 +6,6 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile, status
-from pydantic import ValidationError
 from sqlalchemy import and_, select
 
 from fangkong_common.audit import PiiAuditEntry
@@ -176,37 +175,30 @@ async def import_returnees(principal: Writer, session: DbSession, registry: Regi
     if file.size is not None and file.size > settings.import_max_bytes:
         raise Invalid(("body", "file"), f"文件超过{settings.import_max_bytes}字节上限 (file too large)")
     report = schemas.ImportReport(rows=0, stored=0, unchanged=0, rejected=0, errors=[])
+    pending: list[tuple[schemas.PersonIn, schemas.TravelIn]] = []
+
+    async def store() -> None:
+        # Every row here passed every check: the set-based writes below cannot refuse one.
+        people = await registry.register_many(session, principal, [p for p, _ in pending], via="import")
+        stored = await registry.store_travel(session, [(key, region, grid, travel) for (key, region, grid), (_, travel)
+                                                       in zip(people, pending, strict=True)])
+        report.stored += sum(created for _, created in stored)
+        report.unchanged += sum(not created for _, created in stored)
+        pending.clear()
+
     try:
         for row, record in imports.read_rows(file.file, file.filename or "", max_rows=settings.import_max_rows):
             report.rows += 1
-            try:
-                person_in, travel_in = imports.to_models(record)
-                registry.check_identity(person_in)
-                require_person_scope(principal, person_in.region_code, person_in.grid)
-            except ValidationError as exc:
-                report.errors.extend(imports.row_errors(row, exc))
+            error = imports.check_row(registry, principal, row, record)
+            if isinstance(error, list):
+                report.errors.extend(error)
                 report.rejected += 1
                 continue
-            except Invalid as exc:
-                [first] = exc.detail[:1]
-                report.errors.append(schemas.ImportRowError(row=row, column=imports.FIELD_TO_HEADER.get(
-                    str(first["loc"][-1])), reason=first["msg"]))
-                report.rejected += 1
-                continue
-            except Exception as exc:  # a scope refusal: the row is not the caller's to write
-                if getattr(exc, "status_code", None) != 403:
-                    raise
-                report.errors.append(schemas.ImportRowError(row=row, column="现住地行政区划代码",
-                                                            reason=str(getattr(exc, "detail", exc))))
-                report.rejected += 1
-                continue
-            # Everything that can refuse a row was checked above: the writes below cannot half-fail.
-            person, _ = await registry.register(session, principal, person_in, via="import")
-            _, created = await registry.add_travel(session, principal, person.person_key, travel_in)
-            if created:
-                report.stored += 1
-            else:
-                report.unchanged += 1
+            pending.append(error)
+            if len(pending) >= 500:
+                await store()
+        if pending:
+            await store()
     except imports.ImportFileError as exc:
         raise Invalid(("body", "file"), str(exc), type="import.file") from None
     return report

@@ -12,9 +12,13 @@ from typing import IO, Any
 
 from openpyxl import Workbook, load_workbook
 from openpyxl.styles import Font, PatternFill
+from fastapi import HTTPException
 from pydantic import ValidationError
 
+from fangkong_common.errors import Invalid
+
 from registry import schemas
+from registry.service import require_person_scope
 
 # (field, Chinese header, example) — the template's columns, in order.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -181,3 +185,21 @@ def row_errors(row: int, exc: ValidationError) -> list[schemas.ImportRowError]:
         errors.append(schemas.ImportRowError(row=row, column=FIELD_TO_HEADER.get(field or "", None),
                                              reason=error["msg"]))
     return errors
+
+
+def check_row(registry, principal, row: int, record: dict[str, str | None]
+              ) -> tuple[schemas.PersonIn, schemas.TravelIn] | list[schemas.ImportRowError]:
+    """The row's models when every check passes (fields, ID number, the caller's scope), else its errors."""
+    try:
+        person, travel = to_models(record)
+        registry.check_identity(person)
+        require_person_scope(principal, person.region_code, person.grid)
+    except ValidationError as exc:
+        return row_errors(row, exc)
+    except Invalid as exc:
+        first = exc.detail[0]
+        return [schemas.ImportRowError(row=row, column=FIELD_TO_HEADER.get(str(first["loc"][-1])), reason=first["msg"])]
+    except HTTPException as exc:  # outside the caller's region or grid
+        column = FIELD_TO_HEADER["grid" if "grid" in str(exc.detail) else "region_code"]
+        return [schemas.ImportRowError(row=row, column=column, reason=str(exc.detail))]
+    return person, travel

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from fastapi import HTTPException, Request, status
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,8 @@ from fangkong_common.auth import Principal, Role
 from fangkong_common.errors import Invalid, NotFound
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import (CheckpointFever, ContactIdentified, GatheringFiled, PersonReturned,
-                                            PersonRiskFlagged, RiskLevel, VaccinationRecorded)
+                                            PersonRiskFlagged, ReturneeCategory, RiskLevel,
+                                            VaccinationRecorded)
 from fangkong_common.identity import normalise_id_number, person_key
 from fangkong_common.pii import mask_id_number, mask_phone
 from registry import schemas
@@ -109,21 +110,48 @@ class Registry:
                         sex=sex, registered_via=via)
         session.add(person)
         await session.flush()
-        await self._note_possible_duplicates(session, person)
+        await self._note_possible_duplicates(session, [(key, person.name, person.birth_date, person.phone)])
         return person, True
 
-    async def _note_possible_duplicates(self, session: AsyncSession, person: Person) -> None:
+    async def register_many(self, session: AsyncSession, principal: Principal, people: Sequence[schemas.PersonIn],
+                            *, via: str) -> list[tuple[str, str, str | None]]:
+        """Register a batch (an import) with set-based statements: (key, region, grid) per input,
+        existing people unchanged. The caller has checked identities and scope row by row."""
+        checked = []
+        for data in people:
+            number, birth_date, sex = self.check_identity(data)
+            checked.append((self.key_of(data.id_type, number), number, birth_date, sex, data))
+        existing = {key: (region, grid) for key, region, grid in (await session.execute(
+            select(Person.person_key, Person.region_code, Person.grid)
+            .where(Person.person_key.in_({c[0] for c in checked})))).all()}
+        new: dict[str, dict] = {}
+        now = _now()
+        for key, number, birth_date, sex, data in checked:
+            if key not in existing and key not in new:
+                new[key] = dict(person_key=key, id_type=data.id_type, id_number=number, name=data.name,
+                                phone=data.phone, region_code=data.region_code, grid=data.grid, address=data.address,
+                                birth_date=birth_date, sex=sex, registered_via=via, created_at=now, updated_at=now)
+        if new:
+            await session.execute(insert(Person), list(new.values()))
+            await self._note_possible_duplicates(session, [(r["person_key"], r["name"], r["birth_date"], r["phone"])
+                                                           for r in new.values()])
+        return [(key, *(existing.get(key) or (new[key]["region_code"], new[key]["grid"]))) for key, *_ in checked]
+
+    async def _note_possible_duplicates(self, session: AsyncSession,
+                                        people: Sequence[tuple[str, str | None, date | None, str | None]]) -> None:
         """Same name, birth date and phone under another document: listed for review, never merged."""
-        if not (person.name and person.birth_date and person.phone):
+        evidence = {(name, born, phone): key for key, name, born, phone in people if name and born and phone}
+        if not evidence:
             return
-        others = (await session.scalars(select(Person.person_key).where(
-            Person.name == person.name, Person.birth_date == person.birth_date, Person.phone == person.phone,
-            Person.person_key != person.person_key))).all()
-        for other in others:
-            for a, b in ((person.person_key, other), (other, person.person_key)):
-                await session.execute(_insert(session, PossibleDuplicate).values(
-                    person_key=a, other_person_key=b, evidence="name+birth_date+phone", status="open",
-                ).on_conflict_do_nothing(index_elements=["person_key", "other_person_key"]))
+        matches = (await session.execute(select(Person.person_key, Person.name, Person.birth_date, Person.phone).where(
+            tuple_(Person.name, Person.birth_date, Person.phone).in_(list(evidence))))).all()
+        pairs = {(evidence[(name, born, phone)], other) for other, name, born, phone in matches
+                 if other != evidence[(name, born, phone)]}
+        rows = [dict(person_key=a, other_person_key=b, evidence="name+birth_date+phone", status="open")
+                for pair in pairs for a, b in (pair, pair[::-1])]
+        if rows:
+            await session.execute(_insert(session, PossibleDuplicate).values(rows)
+                                  .on_conflict_do_nothing(index_elements=["person_key", "other_person_key"]))
 
     async def get_visible(self, session: AsyncSession, principal: Principal, key: str) -> Person:
         person = await session.scalar(select(Person).where(Person.person_key == key, person_scope(principal)))
@@ -223,71 +251,112 @@ class Registry:
                 travel_record_id=flag.travel_record_id))
         return flags
 
-    async def active_risk_areas(self, session: AsyncSession, on: date) -> list[RiskArea]:
-        return list((await session.scalars(select(RiskArea).where(
-            RiskArea.lifted_at.is_(None), RiskArea.effective_from <= on,
-            or_(RiskArea.effective_to.is_(None), RiskArea.effective_to >= on)))).all())
+    @staticmethod
+    def natural_key(key: str, data: schemas.TravelIn) -> str:
+        return ":".join([key, data.arrival_date.isoformat(), data.origin_kind,
+                         data.origin_country or data.origin_region_code or "",
+                         (data.transport.number or "") if data.transport else ""])
 
-    async def add_travel(self, session: AsyncSession, principal: Principal, key: str,
-                         data: schemas.TravelIn) -> tuple[TravelRecord, bool]:
-        person = await self.get_visible(session, principal, key)
-        natural_key = ":".join([key, data.arrival_date.isoformat(), data.origin_kind,
-                                data.origin_country or data.origin_region_code or "",
-                                (data.transport.number or "") if data.transport else ""])
-        existing = await session.scalar(select(TravelRecord).where(TravelRecord.natural_key == natural_key))
-        if existing is not None:
-            return existing, False
+    async def risk_areas_in_force(self, session: AsyncSession) -> list[RiskArea]:
+        return list((await session.scalars(select(RiskArea).where(RiskArea.lifted_at.is_(None)))).all())
+
+    def plan_travel(self, key: str, region_code: str, grid: str | None, data: schemas.TravelIn,
+                    areas: Sequence[RiskArea], today: date) -> TravelPlan:
+        """The record, its stays, the category, the event and the risk flags of one travel report."""
         stays = [rules.Stay(s.region_code, s.country, s.from_, s.to) for s in data.places]
         if not stays and data.origin_kind == "domestic" and data.origin_region_code:
             stays = [rules.Stay(data.origin_region_code, None, data.arrival_date, data.arrival_date)]
         if not stays and data.origin_kind == "international" and data.origin_country:
             stays = [rules.Stay(None, data.origin_country, data.arrival_date, data.arrival_date)]
-        areas = await self.active_risk_areas(session, data.arrival_date)
         category = rules.classify_returnee(
-            rules.TravelFacts(home_region_code=person.region_code, origin_kind=data.origin_kind,
+            rules.TravelFacts(home_region_code=region_code, origin_kind=data.origin_kind,
                               origin_region_code=data.origin_region_code, port_of_entry=data.port_of_entry,
                               served_quarantine_days=data.served_quarantine_days, stays=tuple(stays)),
-            risk_provinces={a.region_code[:2] for a in areas},
+            risk_provinces={a.region_code[:2] for a in areas if _in_force(a, data.arrival_date)},
             border_provinces=set(self.settings.border_provinces))
-        record = TravelRecord(
-            id=str(uuid.uuid4()), person_key=key, origin_kind=data.origin_kind, origin_country=data.origin_country,
+        record_id = str(uuid.uuid4())
+        record = dict(
+            id=record_id, person_key=key, origin_kind=data.origin_kind, origin_country=data.origin_country,
             origin_region_code=data.origin_region_code, arrival_date=data.arrival_date,
             port_of_entry=data.port_of_entry, transport_kind=data.transport.kind if data.transport else None,
             transport_number=data.transport.number if data.transport else None,
             served_quarantine_days=data.served_quarantine_days,
-            served_quarantine_place=data.served_quarantine_place, category=category.value, natural_key=natural_key)
-        session.add(record)
-        await session.flush()
-        session.add_all(TravelStay(travel_record_id=record.id, person_key=key, region_code=s.region_code,
-                                   country=s.country, date_from=s.date_from, date_to=s.date_to) for s in stays)
-        person.category = category.value
-        person.updated_at = _now()
-        _emit(session, PersonReturned(
-            person_key=key, region_code=person.region_code, grid=person.grid, category=category,
+            served_quarantine_place=data.served_quarantine_place, category=category.value,
+            natural_key=self.natural_key(key, data), created_at=_now())
+        stay_rows = [dict(travel_record_id=record_id, person_key=key, region_code=s.region_code, country=s.country,
+                          date_from=s.date_from, date_to=s.date_to) for s in stays]
+        event = PersonReturned(
+            person_key=key, region_code=region_code, grid=grid, category=category,
             origin_kind=data.origin_kind, origin_country=data.origin_country,
             origin_region_code=data.origin_region_code, arrival_date=data.arrival_date,
             port_of_entry=data.port_of_entry, served_quarantine_days=data.served_quarantine_days,
-            served_quarantine_place=data.served_quarantine_place, travel_record_id=record.id), key)
-        # A new record is matched against every area in force now (the areas were declared before it came).
-        for area in await self.active_risk_areas(session, _now().date()):
+            served_quarantine_place=data.served_quarantine_place, travel_record_id=record_id)
+        # A new record is matched against every area in force now (they were declared before it came).
+        flags = []
+        for area in areas:
+            if not _in_force(area, today):
+                continue
             start, end = rules.risk_window(area.effective_from, area.effective_to, area.lookback_days)
             stay = rules.stays_overlap(stays, area.region_code, start, end)
             if stay is not None:
-                await self._flag(session, person, area, record.id, stay.date_from, stay.date_to)
-        await session.flush()
-        return record, True
+                flags.append((area, stay))
+        return TravelPlan(record, stay_rows, category, event, flags)
 
-    async def _flag(self, session: AsyncSession, person: Person, area: RiskArea, travel_record_id: str,
-                    stay_from: date, stay_to: date) -> None:
-        inserted = await session.scalar(_insert(session, RiskFlag).values(
-            person_key=person.person_key, risk_area_id=area.id, travel_record_id=travel_record_id,
-            stay_from=stay_from, stay_to=stay_to, flagged_at=_now(),
-        ).on_conflict_do_nothing(index_elements=["person_key", "risk_area_id"]).returning(RiskFlag.person_key))
-        if inserted is None:
-            return
-        area.flagged_count += 1
-        _emit(session, self._flag_event(area, person.person_key, person.region_code, person.grid, travel_record_id),
-              person.person_key)
+    async def add_travel(self, session: AsyncSession, principal: Principal, key: str,
+                         data: schemas.TravelIn) -> tuple[TravelRecord, bool]:
+        person = await self.get_visible(session, principal, key)
+        [(record_id, created)] = await self.store_travel(session, [(person.person_key, person.region_code,
+                                                                    person.grid, data)])
+        return await session.get(TravelRecord, record_id), created
+
+    async def store_travel(self, session: AsyncSession,
+                           reports: Sequence[tuple[str, str, str | None, schemas.TravelIn]]) -> list[tuple[str, bool]]:
+        """Store travel reports (person key, home region, grid, report) with a few set-based statements.
+
+        A report already stored (same person, arrival, origin, transport) is not stored
+        again and emits nothing. Returns (record id, created) per report.
+        """
+        natural_keys = [self.natural_key(key, data) for key, _, _, data in reports]
+        known = dict((await session.execute(select(TravelRecord.natural_key, TravelRecord.id)
+                                            .where(TravelRecord.natural_key.in_(natural_keys)))).all())
+        areas = await self.risk_areas_in_force(session)
+        flagged = set()
+        if areas:
+            flagged = set((await session.execute(select(RiskFlag.person_key, RiskFlag.risk_area_id).where(
+                RiskFlag.person_key.in_({r[0] for r in reports})))).all())
+        today = _now().date()
+        records, stays, categories, flags, envelopes, results = [], [], {}, [], [], []
+        for (key, region_code, grid, data), natural_key in zip(reports, natural_keys, strict=True):
+            if natural_key in known:
+                results.append((known[natural_key], False))
+                continue
+            plan = self.plan_travel(key, region_code, grid, data, areas, today)
+            known[natural_key] = plan.record["id"]
+            results.append((plan.record["id"], True))
+            records.append(plan.record)
+            stays.extend(plan.stays)
+            categories[key] = plan.category.value
+            envelopes.append(Envelope.wrap(plan.event, source=SOURCE, key=key))
+            for area, stay in plan.flags:
+                if (key, area.id) in flagged:
+                    continue
+                flagged.add((key, area.id))
+                area.flagged_count += 1
+                flags.append(dict(person_key=key, risk_area_id=area.id, travel_record_id=plan.record["id"],
+                                  stay_from=stay.date_from, stay_to=stay.date_to, flagged_at=_now()))
+                envelopes.append(Envelope.wrap(self._flag_event(area, key, region_code, grid, plan.record["id"]),
+                                               source=SOURCE, key=key))
+        if records:
+            await session.execute(insert(TravelRecord), records)
+            if stays:
+                await session.execute(insert(TravelStay), stays)
+            if flags:
+                await session.execute(insert(RiskFlag), flags)
+            now = _now()
+            await session.execute(update(Person), [{"person_key": k, "category": c, "updated_at": now}
+                                                   for k, c in categories.items()])
+            outbox.add(session, *envelopes)
+        return results
 
     @staticmethod
     def _flag_event(area: RiskArea, key: str, region_code: str, grid: str | None,
@@ -615,6 +684,19 @@ async def case_classified(session: AsyncSession, key: str, classification: str, 
     await case_positive(session, key, at, None)
     await session.execute(update(Case).where(Case.person_key == key)
                           .values(classification=classification, classified_at=at))
+
+
+def _in_force(area: RiskArea, on: date) -> bool:
+    return area.lifted_at is None and area.effective_from <= on and (area.effective_to is None or area.effective_to >= on)
+
+
+@dataclass(frozen=True)
+class TravelPlan:
+    record: dict
+    stays: list[dict]
+    category: ReturneeCategory
+    event: PersonReturned
+    flags: list[tuple[RiskArea, rules.Stay]]
 
 
 def contact_out(link: ContactLink, created: bool) -> schemas.ContactOut:
