@@ -220,7 +220,7 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
     taken: set[tuple[str, str]] = set()
     for chunk in _chunks(sorted({r.person_key for r in wanted})):
         taken.update((await session.execute(select(Order.person_key, Order.cause).where(
-            Order.status == ACTIVE, Order.person_key.in_(chunk)))).tuples().all())
+            Order.status == ACTIVE, Order.person_key.in_(chunk)))).all())
     rows: list[dict] = []
     plans: dict[str, list[Stage]] = {}
     for request in wanted:
@@ -309,7 +309,7 @@ async def _write_occupancy(session: AsyncSession, slots: dict[str, SiteSlot], be
     if not touched:
         return
     flags = dict((await session.execute(select(Site.id, Site.low_alerted).where(
-        Site.id.in_([s.site_id for s in touched])))).tuples().all())
+        Site.id.in_([s.site_id for s in touched])))).all())
     for slot in touched:
         low = is_low(slot.capacity, slot.occupancy, low_share)
         values: dict[str, Any] = {"occupancy": slot.occupancy}
@@ -536,7 +536,7 @@ async def _missed_checkins(session: AsyncSession, now: datetime, per_day: int) -
     orders = (await session.scalars(select(Order).where(Order.status == ACTIVE))).all()
     counts = dict((await session.execute(
         select(Checkin.order_id, func.count()).where(Checkin.local_date == yesterday)
-        .group_by(Checkin.order_id))).tuples().all())
+        .group_by(Checkin.order_id))).all())
     missed = 0
     for order in orders:
         if date.fromisoformat(order.facts["order_date"]) >= yesterday:
@@ -647,7 +647,7 @@ async def record_negative(session: AsyncSession, *, member_keys: Sequence[str], 
                           resulted_at: datetime) -> int:
     """Record a negative for members who have an order here (others are not ours to keep)."""
     orders = dict((await session.execute(select(Order.person_key, Order.id).where(
-        Order.person_key.in_(list(member_keys)), Order.status == ACTIVE))).tuples().all())
+        Order.person_key.in_(list(member_keys)), Order.status == ACTIVE))).all())
     if not orders:
         return 0
     known = set((await session.scalars(select(TestResult.person_key).where(

@@ -71,6 +71,11 @@ PLAN_TABLE = [
          ["2026-06-27", "2026-06-29", "2026-07-02", "2026-07-09"]),
         ("monitoring", "home", "2026-07-10", "2026-07-16", ["2026-07-11", "2026-07-16"]),
     ], "2026-07-17", id="close contact: 14 from exposure (days 1,4,7,14) + 7 home (days 2,7)"),
+    pytest.param(facts("contact_degree_1", "2026-06-25", exposure="2026-06-25"), [
+        ("centralized", "municipal_site", "2026-06-25", "2026-07-09",
+         ["2026-06-26", "2026-06-29", "2026-07-02", "2026-07-09"]),
+        ("monitoring", "home", "2026-07-10", "2026-07-16", ["2026-07-11", "2026-07-16"]),
+    ], "2026-07-17", id="close contact found on the exposure day: isolated from day 0"),
     pytest.param(facts("contact_degree_2", "2026-02-28", exposure="2026-02-27"), [
         ("centralized", "municipal_site", "2026-02-28", "2026-03-06", ["2026-02-28", "2026-03-03", "2026-03-06"]),
     ], "2026-03-07", id="secondary contact: 7 centralized (days 1,4,7) across February's end"),
@@ -151,6 +156,17 @@ def test_replan_when_the_new_duration_is_already_served() -> None:
     assert rows(new) == [
         ("centralized", "municipal_site", "2026-06-26", "2026-07-04", ["2026-06-26", "2026-06-29", "2026-07-02"]),
         ("monitoring", "home", "2026-07-05", "2026-07-07", ["2026-07-07"]),
+    ]
+
+
+def test_replan_counts_day_zero_for_a_contact_isolated_on_the_exposure_day() -> None:
+    case = facts("contact_degree_1", "2026-06-25", exposure="2026-06-25")
+    old = plan(V1, case).stages
+    assert old[0].first_day == 0
+    new = replan(old, V2, case, D("2026-06-29"))  # day 4 under way: 3 days done, 4 to go under a 7-day rule
+    assert rows(new) == [  # today's test follows the new rule (no day-4 test in it)
+        ("centralized", "municipal_site", "2026-06-25", "2026-07-02", ["2026-06-26", "2026-07-02"]),
+        ("monitoring", "home", "2026-07-03", "2026-07-05", ["2026-07-05"]),
     ]
 
 

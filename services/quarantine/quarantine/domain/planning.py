@@ -51,7 +51,8 @@ class Stage:
     end_date: date
     test_days: tuple[date, ...] = ()
     first_day: int = 1
-    """The policy's day number of start_date within the stage (> 1 when days were credited or elapsed)."""
+    """The policy's day number of start_date within the stage (> 1 when days were credited or elapsed,
+    0 when a contact is isolated on the day of exposure, day 0)."""
     days: int = 0
     """The stage's full length in the policy."""
 
@@ -111,8 +112,13 @@ def plan(policy: Policy, facts: Facts) -> Plan:
     rule = policy.rule_for(facts.category)
     if rule is None or not rule.stages:
         return Plan(())
-    stages, used = _lay_out(rule.stages, facts.day_one(rule), facts.order_date, facts.served_days,
-                            rule.entry_test)
+    day_one = facts.day_one(rule)
+    stages, used = _lay_out(rule.stages, day_one, facts.order_date, facts.served_days, rule.entry_test)
+    if rule.count_from == "exposure" and stages and stages[0].start_date > facts.order_date:
+        # found on the day of exposure (day 0): isolated at once, the period still counts from day 1
+        lead = (stages[0].start_date - facts.order_date).days
+        first = stages[0]
+        stages[0] = replace(first, start_date=facts.order_date, first_day=first.first_day - lead)
     return Plan(tuple(stages), used)
 
 
