@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fangkong_common import outbox
 from fangkong_common.audit import may_see_pii, record_pii_read
 from fangkong_common.auth import Principal, Role
-from fangkong_common.errors import Invalid, NotFound
+from fangkong_common.errors import Conflict, Invalid, NotFound
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import (CheckpointFever, ContactIdentified, GatheringFiled, PersonReturned,
                                             PersonRiskFlagged, ReturneeCategory, RiskLevel,
@@ -104,6 +104,12 @@ class Registry:
         key = self.key_of(data.id_type, number)
         existing = await session.get(Person, key)
         if existing is not None:
+            try:
+                require_person_scope(principal, existing.region_code, existing.grid)
+            except HTTPException:
+                # Say that the person exists (so nobody registers them twice), show nothing of them.
+                raise Conflict("该人员已在其他辖区登记 (already registered in another region or grid; "
+                               "ask its command center to transfer the record)") from None
             return existing, False
         person = Person(person_key=key, id_type=data.id_type, id_number=number, name=data.name, phone=data.phone,
                         region_code=data.region_code, grid=data.grid, address=data.address, birth_date=birth_date,

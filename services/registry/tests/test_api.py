@@ -110,6 +110,9 @@ async def test_scope_a_grid_worker_sees_only_their_grid(service: ServiceHarness)
     assert (await service.client.get("/registry/persons", headers=stranger)).json()["total"] == 0
     refused = await h_post(service, person_body(9, grid="g2"), Role.grid_worker, {"regions": [SZ], "grids": ["g1"]})
     assert refused.status_code == 403
+    # Registering someone already registered in another grid: 409, and nothing of them is shown.
+    taken = await h_post(service, person_body(8, grid="g1"), Role.grid_worker, {"regions": [SZ], "grids": ["g1"]})
+    assert taken.status_code == 409 and "测试8" not in taken.text
     assert (await service.client.get("/registry/persons")).status_code == 401
     lab = await service.client.get("/registry/persons", headers=service.headers(Role.lab, regions=[SZ]))
     assert lab.status_code == 403
