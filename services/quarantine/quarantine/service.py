@@ -221,6 +221,10 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
     for chunk in _chunks(sorted({r.person_key for r in wanted})):
         taken.update((await session.execute(select(Order.person_key, Order.cause).where(
             Order.status == ACTIVE, Order.person_key.in_(chunk)))).all())
+        # a positive in (or waiting for) a hospital bed is not sent to quarantine as well
+        taken.update((key, r.cause) for key in (await session.scalars(select(Case.person_key).where(
+            Case.person_key.in_(chunk), Case.status.in_(("admitted", "awaiting_bed"))))).all()
+            for r in wanted if r.person_key == key)
     rows: list[dict] = []
     plans: dict[str, list[Stage]] = {}
     for request in wanted:
