@@ -52,3 +52,23 @@ def test_transfer_states_and_checkin_alerts() -> None:
     assert alert_kinds(37.3, []) == ["fever"]
     assert alert_kinds(37.2, []) == []
     assert alert_kinds(36.5, ["咳嗽"]) == ["symptoms"]
+
+
+def test_place_many_makes_the_same_choices_as_choose_one_by_one() -> None:
+    import random
+
+    rng = random.Random(7)
+    regions = ["420102", "420111", "420302", "420502", "430102"]
+    fleet = [SiteSlot(f"s{i:02d}", rng.choice(["hotel", "hospital", "fangcang"]),
+                      rng.choice(["420103", "420202", "420303", "420505"]), rng.randint(0, 4), 0,
+                      tuple(rng.sample(["420100", "420300"], rng.randint(0, 2)))) for i in range(30)]
+    people = [(rng.choice(regions), rng.choice([("hotel",), ("hospital", "fangcang")])) for _ in range(120)]
+    copy = [SiteSlot(s.site_id, s.kind, s.region_code, s.capacity, 0, s.supporting_regions) for s in fleet]
+    fast = [s.site_id if s else None for s in place_many(fleet, people)]
+    slow = []
+    for region, kinds in people:
+        site = choose(copy, region, kinds)
+        if site is not None:
+            site.occupancy += 1
+        slow.append(site.site_id if site else None)
+    assert fast == slow and any(fast) and None in fast

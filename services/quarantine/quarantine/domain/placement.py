@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -80,8 +81,10 @@ def is_low(capacity: int, occupancy: int, share: float = LOW_CAPACITY_SHARE) -> 
 def place_many(sites: Sequence[SiteSlot], people: Sequence[tuple[str, Sequence[str]]]) -> list[SiteSlot | None]:
     """Place people (region code, site kinds) one after another, updating occupancy in place.
 
-    Sites are indexed by kind and city so each choice looks only at the home
-    city's sites and the sites supporting that city.
+    Same choice as ``choose`` for each person in turn, without re-sorting every site per
+    person: per (city, kinds) the candidate sites are grouped by rank (tier, kind) once, and
+    each group is a heap on free places. Occupancy only grows here, so an entry whose free
+    count is stale is pushed back with the right count when it surfaces.
     """
     by_city: dict[tuple[str, str], list[SiteSlot]] = {}
     supporters: list[SiteSlot] = []
@@ -89,17 +92,41 @@ def place_many(sites: Sequence[SiteSlot], people: Sequence[tuple[str, Sequence[s
         by_city.setdefault((site.kind, city_of(site.region_code)), []).append(site)
         if site.supporting_regions:
             supporters.append(site)
+    by_id = {site.site_id: site for site in sites}
+    groups: dict[tuple[str, tuple[str, ...]], list[list[tuple[int, str]]]] = {}
     chosen: list[SiteSlot | None] = []
-    cache: dict[tuple[str, tuple[str, ...]], list[SiteSlot]] = {}
     for region, kinds in people:
         key = (city_of(region), tuple(kinds))
-        pool = cache.get(key)
-        if pool is None:
-            local = [s for k in kinds for s in by_city.get((k, key[0]), [])]
-            helping = [s for s in supporters if s.kind in kinds and tier(s, region) == 1]
-            pool = cache[key] = local + helping
-        site = choose(pool, region, kinds)
-        if site is not None:
-            site.occupancy += 1
-        chosen.append(site)
+        heaps = groups.get(key)
+        if heaps is None:
+            ranked: dict[tuple[int, int], list[tuple[int, str]]] = {}
+            pool = [s for k in kinds for s in by_city.get((k, key[0]), [])]
+            pool += [s for s in supporters if s.kind in kinds and tier(s, region) == 1]
+            for site in pool:
+                ranked.setdefault((tier(site, region), kinds.index(site.kind)), []).append((-site.free, site.site_id))
+            heaps = groups[key] = [heapq.heapify(h) or h for _, h in sorted(ranked.items())]
+        picked = None
+        for heap in heaps:
+            while heap:
+                negative_free, site_id = heap[0]
+                site = by_id[site_id]
+                if site.free == 0:
+                    heapq.heappop(heap)
+                elif -negative_free != site.free:
+                    heapq.heapreplace(heap, (-site.free, site_id))
+                else:
+                    picked = site
+                    break
+            if picked is not None:
+                break
+        if picked is not None:
+            picked.occupancy += 1
+            if picked.free:
+                heapq.heapreplace(heaps_top(heaps, picked.site_id), (-picked.free, picked.site_id))
+        chosen.append(picked)
     return chosen
+
+
+def heaps_top(heaps: list[list[tuple[int, str]]], site_id: str) -> list[tuple[int, str]]:
+    """The heap whose top is ``site_id`` (the one just chosen from)."""
+    return next(h for h in heaps if h and h[0][1] == site_id)
