@@ -356,6 +356,18 @@ async def classify(person_id: str, body: ClassificationIn, session: DbSession, p
     return CaseOut.model_validate(case)
 
 
+@router.post("/cases/{person_id}/discharge", response_model=CaseOut)
+async def discharge(person_id: str, request: Request, session: DbSession, principal: Medical) -> CaseOut:
+    """出院: the bed goes back to the site."""
+    case = await session.get(Case, person_id)
+    if case is None or not (principal.sees_everything or principal.can_see(case.origin_region_code) or (
+            case.treating_region_code and principal.can_see(case.treating_region_code))):
+        raise NotFound(f"病例 {person_id} 不存在或不在您的辖区")
+    case = await service.discharge_case(session, person_id, now(),
+                                        low_share=request.app.state.settings.capacity_low_share)
+    return CaseOut.model_validate(case)
+
+
 # --- operations --------------------------------------------------------------------
 
 

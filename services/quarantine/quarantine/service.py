@@ -135,9 +135,15 @@ async def publish_policy(session: AsyncSession, document: dict[str, Any], princi
     """Store a new version; if already in force, re-plan the active orders under it at once."""
     policy = parse_policy(document)  # PolicyError -> 422 in the API
     book = await policy_book(session)
-    versions = [p.version for p in book.policies if p.policy_id == policy.policy_id]
-    if versions and policy.version <= max(versions):
-        raise Conflict(f"策略 {policy.policy_id} 已有版本 {max(versions)}，新版本号须更大")
+    earlier = [p for p in book.policies if p.policy_id == policy.policy_id]
+    if earlier and policy.version <= max(p.version for p in earlier):
+        raise Conflict(f"策略 {policy.policy_id} 已有版本 {max(p.version for p in earlier)}，新版本号须更大")
+    if earlier:
+        # a version changes the categories it names; the others carry over from the latest version,
+        # so a revision of the contact rules does not leave returnees without a rule
+        latest = max(earlier, key=lambda p: p.version)
+        policy = replace(policy, categories={**latest.categories, **policy.categories},
+                         basis=policy.basis or latest.basis)
     row = PolicyVersion(policy_id=policy.policy_id, version=policy.version, effective_from=policy.effective_from,
                         title=policy.title, document=policy_document(policy), published_by=principal.sub,
                         replanned_orders=0)
@@ -162,6 +168,9 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime) -> 
         old = _stages(order)
         new = replan(old, policy, facts_from_json(order.facts), today)
         if new is None:
+            continue
+        if tuple(new) == tuple(old):
+            order.policy_version = policy.version  # same days under the new version: nothing to tell
             continue
         changed += 1
         session.add(OrderChange(order_id=order.id, kind="replanned", detail={
@@ -676,6 +685,19 @@ async def classify_case(session: AsyncSession, person_key: str, *, classificatio
         person_key=person_key, origin_region_code=case.origin_region_code,
         treating_region_code=case.treating_region_code, classification=classification, severity=severity,
         classified_at=now, site_id=case.site_id), person_key))
+    await session.flush()
+    return case
+
+
+async def discharge_case(session: AsyncSession, person_key: str, now: datetime, *, low_share: float = 0.10) -> Case:
+    """The medical institution discharges a case: the bed is freed (the case keeps its classification)."""
+    case = await session.get(Case, person_key)
+    if case is None:
+        raise NotFound(f"病例 {person_key} 不存在")
+    if case.status != "admitted":
+        raise Conflict(f"病例状态为 {case.status}，不能出院")
+    await _free(session, now, person_key=person_key, purpose="treatment", low_share=low_share)
+    case.status = "discharged"
     await session.flush()
     return case
 

@@ -201,6 +201,12 @@ async def test_contacts_fill_the_home_city_then_supporting_cities_and_alert_low_
     [classified] = await events(h, "case.classified")
     assert (classified["origin_region_code"], classified["treating_region_code"], classified["classification"]) == (
         HOME, "420503", "asymptomatic")
+    # discharge gives the 方舱 bed back; twice is a conflict
+    assert (await h.client.get("/quarantine/sites/yc-fangcang", headers=admin(h))).json()["occupancy"] == 1
+    out = await h.client.post(f"/quarantine/cases/{second}/discharge", headers=medical)
+    assert out.status_code == 200 and out.json()["status"] == "discharged"
+    assert (await h.client.get("/quarantine/sites/yc-fangcang", headers=admin(h))).json()["occupancy"] == 0
+    assert (await h.client.post(f"/quarantine/cases/{second}/discharge", headers=medical)).status_code == 409
     wuhan_medical = h.headers(Role.medical, regions=[WUHAN])
     remaining = (await h.client.get("/quarantine/cases", params={"classified": "false"}, headers=wuhan_medical)).json()
     assert [c["person_key"] for c in remaining] == [first.person_key]
@@ -415,6 +421,18 @@ async def test_publishing_a_version_replans_active_orders_and_records_the_change
     assert later.json()["applied_at"] is None and later.json()["replanned_orders"] == 0
     listed = (await h.client.get("/quarantine/policies", headers=headers)).json()
     assert [(p["version"], p["source"]) for p in listed] == [(1, "package"), (2, "api"), (3, "api")]
+    # a version names what it changes; the other categories carry over
+    assert listed[2]["categories"]["contact_degree_2"]["stages"][0]["kind"] == "home"
+    assert listed[2]["categories"]["contact_degree_1"] == listed[1]["categories"]["contact_degree_1"]
+    assert listed[2]["categories"]["inbound_international"] == listed[0]["categories"]["inbound_international"]
+    # on its effective date the daily job applies it, once; unchanged plans just take the new version
+    on_the_day = await h.client.post("/quarantine/scheduler/run", headers=admin(h), params={
+        "at": (datetime.combine(today + timedelta(days=30), datetime.min.time(), tzinfo=UTC)
+               + timedelta(hours=4)).isoformat()})
+    assert on_the_day.json()["policies_applied"] == 1
+    again = await h.client.post("/quarantine/scheduler/run", headers=admin(h))
+    assert again.json()["policies_applied"] == 0
+    assert (await h.client.get("/quarantine/policies", headers=headers)).json()[2]["applied_at"]
     assert (await h.client.post("/quarantine/policies", headers=h.headers(Role.site_staff, sites=["hotel"]),
                                 json=document)).status_code == 403
     # new contacts today are planned under version 2
