@@ -155,7 +155,7 @@ async def publish_policy(session: AsyncSession, document: dict[str, Any], princi
     return row, row.replanned_orders
 
 
-async def apply_policy(session: AsyncSession, policy: Policy, now: datetime) -> int:
+async def apply_policy(session: AsyncSession, policy: Policy, now: datetime, low_share: float = 0.10) -> int:
     """Re-plan every active order from its current stage on under ``policy``; record each change."""
     today = local_date(now)
     orders = (await session.scalars(select(Order).where(Order.status == ACTIVE,
@@ -188,6 +188,7 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime) -> 
         order.stage_end_date = new[index].end_date if index is not None else new[-1].end_date
         if index != order.current_stage:
             moved.append(order.id)
+            order.stage_end_date = today - DAY  # the stage move (room, transfer) is _advance's job
         # future planned tests follow the new plan; those already sent stay sent
         await session.execute(delete(ScheduledTest).where(ScheduledTest.order_id == order.id,
                                                           ScheduledTest.reason == "plan",
@@ -201,6 +202,8 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime) -> 
         outbox.add(session, _ordered_event(order.id, order.person_key, order.region_code, order.cause,
                                            policy.policy_id, policy.version, new))
     await session.flush()
+    if moved:
+        await _advance(session, now, low_share)
     return changed
 
 
@@ -267,6 +270,10 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
                and stage.start_date.isoformat() <= r["facts"]["order_date"]]
     placements = await _place(session, [(r, _site_kinds(plans[r["id"]][r["current_stage"]])) for r in needing],
                               now, purpose="quarantine", low_share=low_share)
+    needing_ids = {r["id"] for r in needing}
+    for r in rows:
+        if r["id"] not in needing_ids and (stage := current(r)) is not None and _site_kinds(stage):
+            r["awaiting_site"] = True  # starts later (arrival ahead): the daily job places them then
     for chunk in _chunks(rows):
         await session.execute(insert(Order), list(chunk))
     tests = [t for r in rows for t in _test_rows(r["id"], r["person_key"], r["region_code"], plans[r["id"]],
@@ -629,7 +636,8 @@ async def admit_positive(session: AsyncSession, *, person_key: str, barcode: str
 
 
 async def _admit(session: AsyncSession, case: Case, now: datetime, low_share: float) -> bool:
-    row = {"person_key": case.person_key, "region_code": case.origin_region_code, "id": case.order_id}
+    # no order id on a treatment bed: releasing an order must never free a hospital bed
+    row = {"person_key": case.person_key, "region_code": case.origin_region_code, "id": None}
     placements = await _place(session, [(row, POSITIVE_KINDS)], now, purpose="treatment", low_share=low_share)
     if not placements:
         await _alert(session, person_key=case.person_key, region_code=case.origin_region_code, kind="no_bed",

@@ -442,3 +442,29 @@ async def test_publishing_a_version_replans_active_orders_and_records_the_change
     [new_order] = await eventually(lambda: orders_of(h, fresh.person_key))
     assert new_order["policy_version"] == 2 and [s["days"] for s in new_order["stages"]] == [7, 3]
     assert plan  # planning itself is covered in test_planning.py
+
+
+async def test_an_arrival_ahead_is_placed_when_its_stage_begins(service: ServiceHarness) -> None:
+    h = service
+    await site(h, "port-hotel", "port", "420103", 5)
+    person = h.person_key("arriving")
+    await publish_at(h, at("2026-03-01"), PersonReturned(
+        person_key=person, region_code=HOME, category="inbound_international", origin_kind="international",
+        origin_country="SG", arrival_date=date(2026, 3, 3), port_of_entry=WUHAN))
+    [order] = await eventually(lambda: orders_of(h, person))
+    assert order["site_id"] is None and order["awaiting_site"] is True
+    assert (await run_daily(h, "2026-03-02"))["placed"] == 0
+    assert (await run_daily(h, "2026-03-03"))["placed"] == 1
+    [order] = await orders_of(h, person)
+    assert order["site_id"] == "port-hotel" and order["awaiting_site"] is False
+    # 03-17 the municipal stage begins: the port room is freed, no hotel here yet -> waiting, transfer requested
+    moved = await run_daily(h, "2026-03-17")
+    assert moved["stages_moved"] == 1 and moved["placed"] == 0
+    [order] = await orders_of(h, person)
+    assert order["current"]["place"] == "municipal_site" and order["awaiting_site"] is True
+    assert (await h.client.get("/quarantine/sites/port-hotel", headers=admin(h))).json()["occupancy"] == 0
+    await site(h, "city-hotel", "hotel", "420104", 5)
+    assert (await run_daily(h, "2026-03-18"))["placed"] == 1
+    [transfer] = (await h.client.get("/quarantine/transfers", params={"person_id": person},
+                                     headers=admin(h))).json()
+    assert (transfer["from_site_id"], transfer["to_site_id"]) == ("port-hotel", "city-hotel")  # filled in later
