@@ -448,7 +448,8 @@ class Registry:
             raise NotFound(f"checkpoint {checkpoint_id} not found")
         errors: list[dict] = []
         keyed: list[tuple[schemas.PassIn, str]] = []
-        new_people: dict[str, Person] = {}
+        new_people: dict[str, dict] = {}
+        now = _now()
         for index, item in enumerate(batch.passes):
             if item.person_id is not None:
                 keyed.append((item, item.person_id))
@@ -466,9 +467,9 @@ class Registry:
                 birth, sex = None, None
             key = self.key_of(item.id_type, number)
             keyed.append((item, key))
-            new_people.setdefault(key, Person(person_key=key, id_type=item.id_type, id_number=number, name=item.name,
-                                              region_code=checkpoint.region_code, birth_date=birth, sex=sex,
-                                              registered_via="checkpoint"))
+            new_people.setdefault(key, dict(person_key=key, id_type=item.id_type, id_number=number, name=item.name,
+                                            region_code=checkpoint.region_code, birth_date=birth, sex=sex,
+                                            registered_via="checkpoint", created_at=now, updated_at=now))
         if errors:
             raise Invalid(errors[0]["loc"], errors[0]["msg"], type=errors[0]["type"], more=errors[1:])
         registered = 0
@@ -476,20 +477,20 @@ class Registry:
             known = set((await session.scalars(select(Person.person_key)
                                                .where(Person.person_key.in_(list(new_people))))).all())
             fresh = [p for k, p in new_people.items() if k not in known]
-            session.add_all(fresh)  # an unknown person passing gets a minimal registration
+            if fresh:  # an unknown person passing gets a minimal registration
+                await session.execute(insert(Person), fresh)
             registered = len(fresh)
-            await session.flush()
         accepted = fevers = 0
         rows = [{"checkpoint_id": checkpoint.id, "person_key": key, "temperature_c": item.temperature_c,
                  "passed_at": item.passed_at, "fever": rules.is_fever(item.temperature_c),
                  "client_pass_id": item.pass_id} for item, key in keyed]
+        # One cached statement run as executemany ("insertmanyvalues" batches it), not a fresh
+        # multi-row VALUES statement compiled for every batch.
+        statement = (_insert(session, CheckpointPass).on_conflict_do_nothing(index_elements=["client_pass_id"])
+                     .returning(CheckpointPass.person_key, CheckpointPass.temperature_c, CheckpointPass.passed_at,
+                                CheckpointPass.fever))
         for start in range(0, len(rows), 1000):
-            chunk = rows[start:start + 1000]
-            stored = (await session.execute(
-                _insert(session, CheckpointPass).values(chunk)
-                .on_conflict_do_nothing(index_elements=["client_pass_id"])
-                .returning(CheckpointPass.person_key, CheckpointPass.temperature_c, CheckpointPass.passed_at,
-                           CheckpointPass.fever))).all()
+            stored = (await session.execute(statement, rows[start:start + 1000])).all()
             accepted += len(stored)
             for key, temperature, passed_at, fever in stored:
                 if fever:
