@@ -246,7 +246,12 @@ async def test_demo_login_only_outside_production(h, database_url: str) -> None:
                                headers={"Authorization": f"Bearer {token}"})).status_code == 403
     page = await h.client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert (await h.client.get("/dashboard/static/echarts.min.js")).status_code == 200
+    assert "/dashboard/static/echarts.min.js" in page.text and "cdn" not in page.text.lower()
+    for asset in ("echarts.min.js", "app.js", "app.css"):
+        assert (await h.client.get(f"/dashboard/static/{asset}")).status_code == 200, asset
+    script = (await h.client.get("/dashboard/static/app.js")).text
+    assert "/dashboard/stream?token=" in script and "http://" not in script and "https://" not in script
+    assert (await h.client.get("/dashboard/")).status_code == 200
     prod = Settings(database_url=database_url, bus_url="memory://prod", env="production",
                     jwt_secret="a-real-secret-of-some-length", person_key_secret="another-real-secret")
     async with running(create_app(prod)) as p:
