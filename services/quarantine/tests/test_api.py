@@ -13,7 +13,7 @@ from fangkong_common.events.schemas import ContactIdentified, PersonReturned, Te
 from fangkong_common.outbox import OutboxMessage
 from fangkong_common.testing import ServiceHarness, eventually
 from quarantine import service as svc
-from quarantine.domain.planning import Facts, local_date, plan, replan
+from quarantine.domain.planning import Facts, local_date, replan
 from quarantine.domain.policy import parse_policy
 from quarantine.models import Order, TestResult
 
@@ -224,7 +224,6 @@ async def _at_least(awaitable, n: int):
 async def test_daily_job_emits_due_tests_once_moves_stages_and_releases(service: ServiceHarness) -> None:
     h = service
     await site(h, "hotel", "hotel", "420103", 10)
-    person = h.person_key("contact-daily")
     await publish_at(h, at("2026-06-26"), contact(h, 99, "2026-06-25"))
     [order] = await eventually(lambda: orders_of(h, contact(h, 99, "2026-06-25").person_key))
     assert order["site_id"] == "hotel"
@@ -253,7 +252,6 @@ async def test_daily_job_emits_due_tests_once_moves_stages_and_releases(service:
     assert [e["outcome"] for e in await events(h, "quarantine.released")] == ["completed"]
     due = [e["due_date"] for e in await events(h, "quarantine.test_due")]
     assert due == ["2026-06-26", "2026-06-29", "2026-07-02", "2026-07-09", "2026-07-11", "2026-07-16"]
-    assert person  # (a key unrelated to the order stays unused)
 
 
 async def test_checkins_fever_and_missed_checkins_raise_alerts_and_tests(database_url: str) -> None:
@@ -441,7 +439,6 @@ async def test_publishing_a_version_replans_active_orders_and_records_the_change
     await publish_at(h, now, fresh)
     [new_order] = await eventually(lambda: orders_of(h, fresh.person_key))
     assert new_order["policy_version"] == 2 and [s["days"] for s in new_order["stages"]] == [7, 3]
-    assert plan  # planning itself is covered in test_planning.py
 
 
 async def test_an_arrival_ahead_is_placed_when_its_stage_begins(service: ServiceHarness) -> None:
@@ -468,3 +465,18 @@ async def test_an_arrival_ahead_is_placed_when_its_stage_begins(service: Service
     [transfer] = (await h.client.get("/quarantine/transfers", params={"person_id": person},
                                      headers=admin(h))).json()
     assert (transfer["from_site_id"], transfer["to_site_id"]) == ("port-hotel", "city-hotel")  # filled in later
+
+
+async def test_risk_flags_open_monitoring_counted_from_leaving_the_area(service: ServiceHarness) -> None:
+    from fangkong_common.events.schemas import PersonRiskFlagged
+
+    h = service
+    person = h.person_key("flagged")
+    flag = PersonRiskFlagged(person_key=person, region_code=HOME, risk_area_id="ra-1", risk_area_region_code="320115",
+                             level="high", window_start=at("2026-07-20"), window_end=at("2026-07-28"))
+    await publish_at(h, at("2026-07-30"), flag, flag)
+    [order] = await eventually(lambda: orders_of(h, person))
+    assert (order["category"], order["cause"]) == ("risk_flagged_high", "risk_flagged")
+    assert [(s["kind"], s["start_date"], s["end_date"], s["test_days"]) for s in order["stages"]] == [
+        ("monitoring", "2026-07-30", "2026-08-11", ["2026-07-30"])]  # day 1 = 07-29, taken over on day 2
+    assert order["site_id"] is None and order["awaiting_site"] is False
