@@ -21,15 +21,21 @@ from fangkong_cli.services import SERVICES
 class PrefixDispatcher:
     """ASGI app sending ``/<service>/...`` to that service's app, the rest to ``fallback``."""
 
-    def __init__(self, apps: dict[str, FastAPI], fallback: FastAPI) -> None:
+    def __init__(self, apps: dict[str, FastAPI], fallback: FastAPI, home: str | None = None) -> None:
         self.apps = apps
         self.fallback = fallback
+        # The service that answers "/" (the command screen), when it runs here.
+        self.home = apps.get(home) if home else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.fallback(scope, receive, send)
             return
-        first = scope.get("path", "/").split("/", 2)[1] if scope.get("path", "/").count("/") else ""
+        path = scope.get("path", "/")
+        if path == "/" and self.home is not None:
+            await self.home(scope, receive, send)
+            return
+        first = path.split("/", 2)[1] if path.count("/") else ""
         await self.apps.get(first, self.fallback)(scope, receive, send)
 
 
@@ -60,4 +66,4 @@ def create_platform(settings_overrides: dict | None = None, names: Sequence[str]
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                             status_code=200 if ready else 503)
 
-    return PrefixDispatcher(apps, root)
+    return PrefixDispatcher(apps, root, home="dashboard")
