@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
@@ -198,7 +198,7 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime, low
         rows = [r for r in _test_rows(order.id, order.person_key, order.region_code, new, today)
                 if r["due_date"] not in sent]
         if rows:
-            await session.execute(insert(ScheduledTest), rows)
+            await session.execute(insert(ScheduledTest.__table__), rows)
         outbox.add(session, _ordered_event(order.id, order.person_key, order.region_code, order.cause,
                                            policy.policy_id, policy.version, new))
     await session.flush()
@@ -275,19 +275,19 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
         if r["id"] not in needing_ids and (stage := current(r)) is not None and _site_kinds(stage):
             r["awaiting_site"] = True  # starts later (arrival ahead): the daily job places them then
     for chunk in _chunks(rows):
-        await session.execute(insert(Order), list(chunk))
+        await session.execute(insert(Order.__table__), list(chunk))
     tests = [t for r in rows for t in _test_rows(r["id"], r["person_key"], r["region_code"], plans[r["id"]],
                                                  date.fromisoformat(r["facts"]["order_date"]))]
     for chunk in _chunks(tests):
-        await session.execute(insert(ScheduledTest), list(chunk))
+        await session.execute(insert(ScheduledTest.__table__), list(chunk))
     changes = [{"order_id": r["id"], "kind": "planned", "at": now,
                 "detail": {"policy_id": r["policy_id"], "policy_version": r["policy_version"],
                            "facts": r["facts"], "site_id": r["site_id"]}} for r in rows]
     for chunk in _chunks(changes):
-        await session.execute(insert(OrderChange), list(chunk))
+        await session.execute(insert(OrderChange.__table__), list(chunk))
     if placements:
         for chunk in _chunks(placements):
-            await session.execute(insert(Placement), list(chunk))
+            await session.execute(insert(Placement.__table__), list(chunk))
     outbox.add(session, *(_ordered_event(r["id"], r["person_key"], r["region_code"], r["cause"], r["policy_id"],
                                          r["policy_version"], plans[r["id"]]) for r in rows))
     return rows
@@ -330,17 +330,21 @@ async def _write_occupancy(session: AsyncSession, slots: dict[str, SiteSlot], be
         return
     flags = dict((await session.execute(select(Site.id, Site.low_alerted).where(
         Site.id.in_([s.site_id for s in touched])))).all())
+    rows = []
     for slot in touched:
         low = is_low(slot.capacity, slot.occupancy, low_share)
-        values: dict[str, Any] = {"occupancy": slot.occupancy}
-        if low and not flags[slot.site_id]:
-            values["low_alerted"] = True
+        flag = flags[slot.site_id]
+        if low and not flag:
+            flag = True
             outbox.add(session, _envelope(SiteCapacityLow(
                 site_id=slot.site_id, region_code=slot.region_code, site_kind=slot.kind,
                 beds_total=slot.capacity, beds_free=slot.free, threshold=low_share), slot.site_id))
-        elif not low and flags[slot.site_id]:
-            values["low_alerted"] = False  # room again: the next crossing alerts again
-        await session.execute(update(Site).where(Site.id == slot.site_id).values(**values))
+        elif not low and flag:
+            flag = False  # room again: the next crossing alerts again
+        rows.append({"b_id": slot.site_id, "b_occupancy": slot.occupancy, "b_low": flag})
+    table = Site.__table__
+    await session.execute(update(table).where(table.c.id == bindparam("b_id"))
+                          .values(occupancy=bindparam("b_occupancy"), low_alerted=bindparam("b_low")), rows)
 
 
 async def _free(session: AsyncSession, now: datetime, *, order_ids: Sequence[str] = (),
@@ -442,7 +446,7 @@ async def _release_due(session: AsyncSession, now: datetime, low_share: float) -
     ids = [r.id for r in released]
     for chunk in _chunks(ids):
         await _free(session, now, order_ids=chunk, low_share=low_share)
-    await session.execute(insert(OrderChange), [{"order_id": r.id, "kind": "released", "at": now,
+    await session.execute(insert(OrderChange.__table__), [{"order_id": r.id, "kind": "released", "at": now,
                                                  "detail": {"on": today.isoformat()}} for r in released])
     outbox.add(session, *(_envelope(QuarantineReleased(order_id=uuid.UUID(r.id), person_key=r.person_key,
                                                        region_code=r.region_code, released_at=now,
@@ -497,7 +501,7 @@ async def _advance(session: AsyncSession, now: datetime, low_share: float) -> tu
         if row.get("site_id"):
             order.site_id, order.site_region_code = row["site_id"], row["site_region_code"]
     if placements:
-        await session.execute(insert(Placement), placements)
+        await session.execute(insert(Placement.__table__), placements)
         # the transfer requested above goes to the room just taken
         for p in placements:
             await session.execute(update(Transfer).where(Transfer.order_id == p["order_id"],
@@ -644,7 +648,7 @@ async def _admit(session: AsyncSession, case: Case, now: datetime, low_share: fl
                      on=local_date(now), order_id=case.order_id, site_id=None,
                      detail="阳性人员暂无定点医院或方舱床位")
         return False
-    await session.execute(insert(Placement), placements)
+    await session.execute(insert(Placement.__table__), placements)
     site = await session.get(Site, row["site_id"])
     case.status, case.site_id, case.site_kind = "admitted", site.id, site.kind
     case.treating_region_code, case.admitted_at = site.region_code, now
