@@ -19,6 +19,7 @@ Collector = Annotated[Principal, Depends(require_roles(Role.admin, Role.site_sta
 LabStaff = Annotated[Principal, Depends(require_roles(Role.admin, Role.lab, Role.integration))]
 OrderReader = Annotated[Principal, Depends(require_roles(Role.admin, Role.commander, Role.viewer, Role.site_staff,
                                                          Role.medical, Role.grid_worker, Role.integration))]
+LabEditor = Annotated[Principal, Depends(require_roles(Role.admin, Role.commander, Role.lab))]
 Planner = Annotated[Principal, Depends(require_roles(Role.admin, Role.commander, Role.viewer))]
 
 
@@ -39,6 +40,12 @@ async def list_sites(principal: Reader, session: DbSession) -> list:
 @router.post("/labs", status_code=201, response_model=schemas.Created)
 async def create_lab(body: schemas.LabIn, principal: Manager, session: DbSession) -> schemas.Created:
     return schemas.Created(id=await service.create_lab(session, principal, body))
+
+
+@router.patch("/labs/{lab_id}", response_model=schemas.LabOut)
+async def update_lab(lab_id: str, body: schemas.LabPatch, principal: LabEditor, session: DbSession) -> schemas.LabOut:
+    return schemas.LabOut.model_validate(await service.update_lab(session, principal, lab_id, body),
+                                         from_attributes=True)
 
 
 @router.get("/labs", response_model=list[schemas.LabOut])

@@ -55,6 +55,18 @@ class LabIn(_Hours):
                                              description="site id → measured road minutes (overrides coordinates)")
 
 
+class LabPatch(BaseModel):
+    """What a lab reports as it changes: reagent received or used, machines added, hours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reagent_stock: int | None = Field(default=None, ge=0)
+    tubes_per_day: int | None = Field(default=None, ge=0, le=10_000_000)
+    turnaround_hours: float | None = Field(default=None, gt=0, le=168)
+    opens_at: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+    closes_at: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
+
+
 class SiteOut(BaseModel):
     id: str
     name: str

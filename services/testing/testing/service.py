@@ -121,6 +121,22 @@ async def create_lab(session: AsyncSession, principal: Principal, body: schemas.
     return lab_id
 
 
+async def update_lab(session: AsyncSession, principal: Principal, lab_id: str, body: schemas.LabPatch) -> Lab:
+    lab = await session.get(Lab, lab_id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if lab is None or not (principal.can_see(lab.region_code) or lab_id in principal.sites):
+        raise NotFound(f"检测机构 {lab_id} 不存在")
+    if principal.role is Role.lab and lab_id not in principal.sites:
+        raise ServiceError("您只能更新本机构的信息", status_code=403)
+    if principal.role not in (Role.lab, Role.admin, Role.commander):
+        raise ServiceError("无权更新检测机构", status_code=403)
+    for name, value in body.model_dump(exclude_none=True).items():
+        if name in ("opens_at", "closes_at"):
+            parse_hhmm(value)
+        setattr(lab, name, value)
+    await session.flush()
+    return lab
+
+
 async def _add_travel(session: AsyncSession, rows: list[tuple[str, str, float]], loc: list) -> None:
     if any(m < 0 for _, _, m in rows):
         raise BatchRejected([_err(loc, "路程时间不能为负数")])

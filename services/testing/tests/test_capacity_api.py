@@ -114,3 +114,29 @@ async def test_forecast_suggests_a_higher_pool_ratio_from_observed_positivity(sv
     assert f["alerts_emitted"] == []  # plenty of capacity and reagent
     assert (await svc.client.get("/testing/capacity/forecast",
                                  headers=svc.headers(Role.site_staff, regions=[kit.DISTRICT]))).status_code == 403
+
+
+async def test_a_cleared_reagent_alert_fires_again_when_stock_runs_low_again(svc, kit, events):
+    site = await kit.make_site(svc, swabs_per_hour=1000)
+    lab = await kit.make_lab(svc, tubes_per_day=2000, reagent_stock=1000)
+    get = lambda: svc.client.get("/testing/capacity/forecast", headers=kit.commander(svc))  # noqa: E731
+    assert f"reagent_low:{lab}" in (await get()).json()["alerts_emitted"]
+    assert (await get()).json()["alerts_emitted"] == []
+    # the lab receives reagent (it reports for itself; another lab may not)
+    assert (await svc.client.patch(f"/testing/labs/{lab}", headers=kit.lab_staff(svc, "other"),
+                                   json={"reagent_stock": 1})).status_code in (403, 404)
+    r = await svc.client.patch(f"/testing/labs/{lab}", headers=kit.lab_staff(svc, lab),
+                               json={"reagent_stock": 100_000})
+    assert r.status_code == 200 and r.json()["reagent_stock"] == 100_000
+    assert f"reagent_low:{lab}" not in (await get()).json()["alerts_emitted"]
+    assert (await svc.client.patch(f"/testing/labs/{lab}", headers=kit.commander(svc),
+                                   json={"reagent_stock": 500})).status_code == 200
+    assert f"reagent_low:{lab}" in (await get()).json()["alerts_emitted"]
+    await svc.flush_outbox()
+
+    async def two_alerts():
+        mine = [e for e in events.of("testing.capacity_alert") if e.payload.get("lab_id") == lab]
+        assert len(mine) == 2, [e.payload for e in events.envelopes]
+        return True
+
+    await kit.eventually(two_alerts, timeout=5)
