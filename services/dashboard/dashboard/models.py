@@ -34,6 +34,16 @@ class Counter(Base):
     __table_args__ = (Index("ix_dash_counter_metric_day", "metric", "day", "region_code"),)
 
 
+class Total(Base):
+    """Each counter summed over all its days, kept with the daily rows: a level "to date" is the
+    total minus the days after it, so a KPI reads a few rows per county whatever the history length."""
+    __tablename__ = "dash_total"
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    region_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(80), primary_key=True, default="")
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Once(Base):
     """Keys of facts counted once (a risk flag per person and area, a dose per person ...)."""
     __tablename__ = "dash_once"

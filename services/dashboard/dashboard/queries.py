@@ -15,30 +15,52 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.domain.rules import (KPIS, METRICS, SECTIONS, Kind, child_region, dimension_label, label,
                                     prefix_range, ratio, region_prefix)
-from dashboard.models import Counter, Site
+from dashboard.models import Counter, Site, Total
 
 
-def _region_filter(region_code: str | None):
+def _region_filter(region_code: str | None, model=Counter):
     bounds = prefix_range(region_prefix(region_code))
     if bounds is None:
         return true()
     low, high = bounds
-    return and_(Counter.region_code >= low, Counter.region_code < high)
+    return and_(model.region_code >= low, model.region_code < high)
+
+
+async def _grouped(session: AsyncSession, model, columns: list, conditions: list) -> dict[tuple, int]:
+    result = await session.execute(select(*columns, func.sum(model.value)).where(*conditions).group_by(*columns))
+    return {tuple(row[:-1]): int(row[-1] or 0) for row in result}
 
 
 async def sums(session: AsyncSession, region_code: str | None, metrics: list[str], day_from: date | None,
                day_to: date, by_dimension: bool = True) -> dict[tuple[str, str], int]:
-    """{(metric, dimension): sum} over the region's codes and [day_from, day_to] (open start when None)."""
-    columns = [Counter.metric, Counter.dimension] if by_dimension else [Counter.metric]
-    conditions = [Counter.metric.in_(metrics), _region_filter(region_code), Counter.day <= day_to]
-    if day_from is not None:
-        conditions.append(Counter.day >= day_from)
-    result = await session.execute(
-        select(*columns, func.sum(Counter.value)).where(*conditions).group_by(*columns))
-    out: dict[tuple[str, str], int] = {}
-    for row in result:
-        key = (row[0], row[1]) if by_dimension else (row[0], "")
-        out[key] = int(row[-1] or 0)
+    """{(metric, dimension): sum} over the region's codes and [day_from, day_to].
+
+    With no start (a level, or a total to date) it is the running total minus the days
+    after ``day_to``: a few rows per county instead of every day of the outbreak."""
+    if day_from is None:
+        out = await _to_date(session, region_code, metrics, day_to, [Total.metric, Total.dimension],
+                             [Counter.metric, Counter.dimension])
+    else:
+        out = await _grouped(session, Counter, [Counter.metric, Counter.dimension],
+                             [Counter.metric.in_(metrics), _region_filter(region_code),
+                              Counter.day >= day_from, Counter.day <= day_to])
+    if by_dimension:
+        return out
+    merged: dict[tuple[str, str], int] = defaultdict(int)
+    for (metric, _dim), value in out.items():
+        merged[(metric, "")] += value
+    return dict(merged)
+
+
+async def _to_date(session: AsyncSession, region_code: str | None, metrics: list[str], day_to: date,
+                   total_columns: list, later_columns: list) -> dict[tuple, int]:
+    totals = await _grouped(session, Total, total_columns,
+                            [Total.metric.in_(metrics), _region_filter(region_code, Total)])
+    later = await _grouped(session, Counter, later_columns,
+                           [Counter.metric.in_(metrics), _region_filter(region_code), Counter.day > day_to])
+    out = dict(totals)
+    for key, value in later.items():
+        out[key] = out.get(key, 0) - value
     return out
 
 
@@ -74,20 +96,21 @@ async def series(session: AsyncSession, region_code: str | None, day_from: date,
                  names: list[str], lang: str = "zh") -> list[dict]:
     """Per day: a flow's value that day; a stock's level at the end of that day."""
     days = [day_from + timedelta(days=i) for i in range((day_to - day_from).days + 1)]
-    conditions = [Counter.metric.in_(names), _region_filter(region_code), Counter.day <= day_to]
-    result = await session.execute(
-        select(Counter.metric, Counter.day, func.sum(Counter.value))
-        .where(*conditions).group_by(Counter.metric, Counter.day))
     per_day: dict[str, dict[date, int]] = defaultdict(dict)
-    for metric, day, value in result:
-        per_day[metric][day] = int(value or 0)
+    for (metric, day), value in (await _grouped(session, Counter, [Counter.metric, Counter.day], [
+            Counter.metric.in_(names), _region_filter(region_code), Counter.day >= day_from])).items():
+        per_day[metric][day] = value
+    stocks = [n for n in names if METRICS[n].kind is Kind.stock]
+    totals = await _grouped(session, Total, [Total.metric], [Total.metric.in_(stocks),
+                                                             _region_filter(region_code, Total)]) if stocks else {}
     out = []
     for name in names:
         metric = METRICS[name]
         values = per_day.get(name, {})
         points = []
         if metric.kind is Kind.stock:
-            level = sum(v for d, v in values.items() if d < day_from)
+            # The level before the window: the total minus every change from its first day on.
+            level = totals.get((name,), 0) - sum(values.values())
             for d in days:
                 level += values.get(d, 0)
                 points.append({"date": d.isoformat(), "value": level})
@@ -120,15 +143,13 @@ async def summary(session: AsyncSession, region_code: str | None, day: date, lan
 async def drilldown(session: AsyncSession, region_code: str | None, day: date, lang: str = "zh") -> list[dict]:
     """The next level down (country → provinces → cities → counties) with key figures."""
     names = ["positives", "unclassified", "in_quarantine", "tube_backlog", "returnees", "cases"]
-    result = await session.execute(
-        select(Counter.region_code, Counter.metric, func.sum(Counter.value))
-        .where(Counter.metric.in_(names), _region_filter(region_code), Counter.day <= day)
-        .group_by(Counter.region_code, Counter.metric))
+    values = await _to_date(session, region_code, names, day, [Total.region_code, Total.metric],
+                            [Counter.region_code, Counter.metric])
     children: dict[str, dict[str, int]] = defaultdict(lambda: {n: 0 for n in names})
-    for code, metric, value in result:
+    for (code, metric), value in values.items():
         child = child_region(code, region_code)
         if child is not None:
-            children[child][metric] += int(value or 0)
+            children[child][metric] += value
     return [{"region_code": code, **values} for code, values in sorted(children.items())]
 
 

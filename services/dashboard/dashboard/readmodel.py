@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.events import topics
@@ -28,7 +28,7 @@ from fangkong_common.events import schemas as ev
 
 from dashboard.domain.rules import TREATMENT_SITES, local_day, needs_site
 from dashboard.models import (Change, Counter, Delivery, Fact, Once, Order, Positive, Returnee, Site, TestDue,
-                              Tube, Webhook)
+                              Total, Tube, Webhook)
 
 IN_CHUNK = 2000
 WRITE_CHUNK = 500
@@ -41,11 +41,13 @@ CounterKey = tuple[str, str, date, str]  # metric, region_code, day, dimension
 
 
 def dialect_insert(session: AsyncSession, model):
+    """INSERT of the dialect (for ON CONFLICT), as Core on the table: executemany stays a plain
+    cursor.executemany instead of the ORM's per-row bulk bookkeeping."""
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+    return insert(getattr(model, "__table__", model))
 
 
 async def load(session: AsyncSession, model, column: str, values: Iterable[Any]) -> list[dict]:
@@ -86,8 +88,14 @@ class Table:
             await session.execute(self.model.__table__.insert(), new_rows[start:start + WRITE_CHUNK])
         changed = [self.rows[k] for k in sorted(self.dirty, key=str)]
         if changed:
-            # ORM bulk UPDATE by primary key: one executemany.
-            await session.execute(update(self.model), changed)
+            # One Core executemany UPDATE … WHERE <primary key> (bind names apart from column names).
+            table = self.model.__table__
+            keys = [c.name for c in table.primary_key.columns]
+            others = [c.name for c in table.columns if c.name not in keys]
+            stmt = (update(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
+                    .values({o: bindparam(f"v_{o}") for o in others}))
+            await session.execute(stmt, [{**{f"k_{k}": row[k] for k in keys}, **{f"v_{o}": row[o] for o in others}}
+                                         for row in changed])
 
 
 @dataclass
@@ -471,7 +479,7 @@ class Projector:
             stmt = stmt.on_conflict_do_update(
                 index_elements=["site_id"],
                 set_={c: stmt.excluded[c] for c in ("region_code", "site_kind", "beds_total", "beds_free", "as_of")},
-                where=Site.as_of < stmt.excluded.as_of)
+                where=Site.__table__.c.as_of < stmt.excluded.as_of)
             await s.execute(stmt)
         changes = self.out.nonzero()
         await upsert_counters(s, changes)
@@ -485,15 +493,25 @@ class Projector:
 
 
 async def upsert_counters(session: AsyncSession, changes: dict[CounterKey, int]) -> None:
-    """Add the changes to their counters: INSERT … ON CONFLICT DO UPDATE value = value + excluded,
-    in primary-key order so concurrent consumers lock rows in the same order (no deadlock)."""
+    """Add the changes to their counters (per day) and to the running totals (all days):
+    INSERT … ON CONFLICT DO UPDATE value = value + excluded, as one executemany each, in
+    primary-key order so concurrent consumers lock rows in the same order (no deadlock)."""
     rows = [{"metric": m, "region_code": r, "day": d, "dimension": dim, "value": n}
             for (m, r, d, dim), n in sorted(changes.items())]
-    for start in range(0, len(rows), WRITE_CHUNK):
-        stmt = dialect_insert(session, Counter).values(rows[start:start + WRITE_CHUNK])
-        stmt = stmt.on_conflict_do_update(index_elements=["metric", "region_code", "day", "dimension"],
-                                          set_={"value": Counter.value + stmt.excluded.value})
-        await session.execute(stmt)
+    if not rows:
+        return
+    stmt = dialect_insert(session, Counter)
+    stmt = stmt.on_conflict_do_update(index_elements=["metric", "region_code", "day", "dimension"],
+                                      set_={"value": Counter.__table__.c.value + stmt.excluded.value})
+    await session.execute(stmt, rows)
+    totals: dict[tuple[str, str, str], int] = defaultdict(int)
+    for (m, r, _d, dim), n in changes.items():
+        totals[(m, r, dim)] += n
+    stmt = dialect_insert(session, Total)
+    stmt = stmt.on_conflict_do_update(index_elements=["metric", "region_code", "dimension"],
+                                      set_={"value": Total.__table__.c.value + stmt.excluded.value})
+    await session.execute(stmt, [{"metric": m, "region_code": r, "dimension": dim, "value": n}
+                                 for (m, r, dim), n in sorted(totals.items())])
 
 
 def admission_dim(first_kind: str | None, site_kind: str) -> str:
