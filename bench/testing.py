@@ -314,7 +314,9 @@ async def main() -> None:
     parser.add_argument("--prevalence", type=float, default=1e-3)
     parser.add_argument("--sites", type=int, default=330)
     parser.add_argument("--labs", type=int, default=40)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients on PostgreSQL")
+    parser.add_argument("--sqlite-clients", type=int, default=1,
+                        help="SQLite has one writer: more clients only queue on its lock")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--solo", type=int, default=200, help="positive pools posted one per request")
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -339,7 +341,8 @@ async def main() -> None:
             if backend == "sqlite":
                 with tempfile.TemporaryDirectory(prefix="bench-testing-") as directory:
                     url = f"sqlite+aiosqlite:///{directory}/testing.db"
-                    figures["ingest"][backend] = await _with_bus(url, args, console)
+                    figures["ingest"][backend] = await _with_bus(url, argparse.Namespace(
+                        **{**vars(args), "clients": args.sqlite_clients}), console)
             else:
                 with _components.postgres(args.database_url) as url:
                     url = url.replace("postgresql://", "postgresql+asyncpg://", 1)

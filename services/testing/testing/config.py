@@ -17,3 +17,6 @@ class Settings(CommonSettings):
     alert_reagent_days: float = 3.0
     positivity_window_days: int = 7
     max_batch: int = 5_000
+    # The forecast also runs on its own (alerts without anyone asking); 0 turns it off.
+    forecast_interval_seconds: float = 900.0
+    forecast_days: int = 3

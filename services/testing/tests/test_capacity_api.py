@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -140,3 +141,26 @@ async def test_a_cleared_reagent_alert_fires_again_when_stock_runs_low_again(svc
         return True
 
     await kit.eventually(two_alerts, timeout=5)
+
+
+async def test_the_scheduled_forecast_raises_alerts_without_anyone_asking(database_url, kit):
+    from fangkong_common.testing import eventually, running
+    from testing.config import Settings
+    from testing.main import create_app
+
+    settings = Settings(database_url=database_url, bus_url=f"memory://j-{uuid.uuid4().hex}",
+                        outbox_poll_seconds=0.05, forecast_interval_seconds=0.3)
+    async with running(create_app(settings)) as h:
+        got = []
+
+        async def handle(envelopes):
+            got.extend(envelopes)
+
+        sub = await h.bus.subscribe(["testing.capacity_alert"], "job-observer", handle)
+        await kit.make_site(h, swabs_per_hour=1000)
+        lab = await kit.make_lab(h, tubes_per_day=2000, reagent_stock=100)
+        await eventually(lambda: _nonempty([e for e in got if e.payload.get("lab_id") == lab]))
+        await asyncio.sleep(1.0)  # more rounds: the same condition does not alert again
+        assert len({e.id for e in got if e.payload.get("lab_id") == lab}) == 1
+        assert {e.payload["region_code"] for e in got} <= {kit.DISTRICT, kit.REGION}
+        await sub.stop()
