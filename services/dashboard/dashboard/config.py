@@ -25,3 +25,6 @@ class Settings(CommonSettings):
     stream_heartbeat_seconds: float = 15.0
     # Live-feed rows older than this are purged (a reconnecting screen reloads the numbers anyway).
     change_retention_hours: int = 24
+    # Person facts (swabbed/ordered/admitted on a day) match events of other topics arriving out of
+    # order; older ones are purged (10-in-1 mass testing of 10M people writes 10M facts a day).
+    fact_retention_days: int = 14

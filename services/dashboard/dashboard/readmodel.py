@@ -435,6 +435,9 @@ class Projector:
             days = [d for kind, d in self.facts[row["person_key"]]
                     if kind in MANAGING_FACTS and d >= row["arrival_date"]]
             managed = min(days) if days else None
+            # Only ever earlier: facts past their retention are purged, the state they set stays.
+            if row["managed_on"] is not None and (managed is None or managed > row["managed_on"]):
+                managed = row["managed_on"]
             if managed != row["managed_on"]:
                 if row["managed_on"] is not None:
                     self.add("returnees_managed", row["region_code"], row["managed_on"], row["category"], -1)
@@ -453,6 +456,8 @@ class Projector:
             days = [d for kind, d in self.facts[key]
                     if kind == "admitted_treat" and d >= row["positive_on"] - ADMISSION_BEFORE_RESULT]
             admitted = max(min(days), row["positive_on"]) if days else None
+            if row["admitted_on"] is not None and (admitted is None or admitted > row["admitted_on"]):
+                admitted = row["admitted_on"]
             if admitted != row["admitted_on"]:
                 if row["admitted_on"] is not None:
                     self.add("positives_admitted", row["region_code"], row["admitted_on"], "", -1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,9 @@ from sqlalchemy import delete, func, select
 from fangkong_common.auth import Principal
 
 from dashboard.domain.rules import prefix_range, region_prefix
-from dashboard.models import Change
+from dashboard.models import Change, Fact
+
+log = logging.getLogger("fangkong.dashboard.stream")
 
 
 class ChangeSignal:
@@ -82,14 +85,22 @@ async def events(request: Request, principal: Principal, region_code: str | None
             yield ": keep-alive\n\n"  # proxies close idle connections
 
 
-async def purge_job(app: FastAPI) -> None:
-    """Background job: forget live-feed rows older than the retention."""
+async def purge(app: FastAPI, now: datetime | None = None) -> None:
+    """Forget live-feed rows and person facts older than their retention. Derived states keep
+    what old facts set (they only ever move earlier); a fact older than the retention arriving
+    late for a person first seen after it is the one thing no longer matched."""
     settings = app.state.settings
+    now = now or datetime.now(UTC)
+    async with app.state.database.sessionmaker() as session, session.begin():
+        await session.execute(delete(Change).where(Change.at < now - timedelta(hours=settings.change_retention_hours)))
+        await session.execute(delete(Fact).where(Fact.day < (now - timedelta(days=settings.fact_retention_days)).date()))
+
+
+async def purge_job(app: FastAPI) -> None:
+    """Background job: purge every ten minutes."""
     while True:
-        cutoff = datetime.now(UTC) - timedelta(hours=settings.change_retention_hours)
         try:
-            async with app.state.database.sessionmaker() as session, session.begin():
-                await session.execute(delete(Change).where(Change.at < cutoff))
+            await purge(app)
         except Exception:  # noqa: BLE001 - try again next round
-            pass
+            log.exception("purge failed")
         await asyncio.sleep(600)

@@ -84,3 +84,16 @@ async def test_replay_in_any_order_into_an_empty_database_gives_the_same_numbers
         assert await levels(h, "440300") == EXPECTED_SHENZHEN
         assert await kpis(h, "440300") == {"tested": (4, 4), "isolated": (1, 2), "treated": (1, 1),
                                             "managed": (2, 5)}
+
+        # Facts past their retention are purged; what they established stays, even when the
+        # events come again.
+        from datetime import UTC, datetime, timedelta
+        from sqlalchemy import func, select
+        from dashboard.models import Fact
+        from dashboard.stream import purge
+        await purge(h.app, now=datetime.now(UTC) + timedelta(days=400))
+        async with h.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Fact)) == 0
+        async with h.session() as session, session.begin():
+            await apply_batch(session, [e.model_copy(update={"id": __import__("uuid").uuid4()}) for e in events])
+        assert await levels(h, "440300") == EXPECTED_SHENZHEN
