@@ -11,7 +11,7 @@ from sqlalchemy import and_, select
 from fangkong_common.audit import PiiAuditEntry
 from fangkong_common.auth import Principal, Role, require_roles
 from fangkong_common.db import DbSession
-from fangkong_common.errors import Invalid
+from fangkong_common.errors import Invalid, NotFound
 from fangkong_common.events.schemas import ReturneeCategory
 from registry import imports, schemas
 from registry.models import Checkpoint, Gathering, Person, PossibleDuplicate, RiskArea
@@ -96,13 +96,32 @@ async def contact_graph(person_id: PersonId, principal: Reader, session: DbSessi
     return await registry.contact_graph(session, principal, person_id, max_depth=depth)
 
 
-@router.get("/duplicates")
-async def possible_duplicates(principal: Commander, session: DbSession) -> list[dict]:
-    rows = (await session.execute(
+@router.get("/duplicates", response_model=list[schemas.DuplicateOut])
+async def possible_duplicates(principal: Commander, session: DbSession,
+                              review_status: Annotated[str, Query(alias="status")] = "open"
+                              ) -> list[schemas.DuplicateOut]:
+    """Records that may be one person under two documents (same name, birth date and phone)."""
+    rows = (await session.scalars(
         select(PossibleDuplicate).join(Person, Person.person_key == PossibleDuplicate.person_key)
-        .where(person_scope(principal), PossibleDuplicate.status == "open").limit(1000))).scalars().all()
-    return [{"person_id": r.person_key, "other_person_id": r.other_person_key, "evidence": r.evidence,
-             "status": r.status} for r in rows]
+        .where(person_scope(principal), PossibleDuplicate.status == review_status)
+        .order_by(PossibleDuplicate.id).limit(1000))).all()
+    return [schemas.DuplicateOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.patch("/duplicates/{duplicate_id}", response_model=schemas.DuplicateOut)
+async def review_duplicate(duplicate_id: int, body: schemas.DuplicateReview, principal: Commander,
+                           session: DbSession) -> schemas.DuplicateOut:
+    """A commander's verdict; both directions of the pair get it. Records are never merged here."""
+    row = await session.scalar(select(PossibleDuplicate).join(Person, Person.person_key == PossibleDuplicate.person_key)
+                               .where(PossibleDuplicate.id == duplicate_id, person_scope(principal)))
+    if row is None:
+        raise NotFound(f"possible duplicate {duplicate_id} not found")
+    pair = (await session.scalars(select(PossibleDuplicate).where(
+        PossibleDuplicate.person_key.in_([row.person_key, row.other_person_key]),
+        PossibleDuplicate.other_person_key.in_([row.person_key, row.other_person_key])))).all()
+    for entry in pair:
+        entry.status = body.status
+    return schemas.DuplicateOut.model_validate(row, from_attributes=True)
 
 
 @router.get("/audit", response_model=list[schemas.AuditEntryOut])

@@ -347,3 +347,15 @@ class AuditEntryOut(BaseModel):
     fields: str
     reason: str | None
     path: str | None
+
+
+class DuplicateOut(BaseModel):
+    id: int
+    person_key: str = Field(serialization_alias="person_id")
+    other_person_key: str = Field(serialization_alias="other_person_id")
+    evidence: str
+    status: str
+
+
+class DuplicateReview(Strict):
+    status: Literal["same_person", "different"]

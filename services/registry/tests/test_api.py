@@ -134,8 +134,16 @@ async def test_possible_duplicates_are_listed_not_merged(service: ServiceHarness
                                "id_number": "E12345678", "birth_date": born.isoformat()})
     assert a.status_code == b.status_code == 201
     assert b.json()["possible_duplicates"] == [a.json()["id"]]
-    listed = (await service.client.get("/registry/duplicates", headers=service.headers(Role.commander, **COMMANDER))).json()
-    assert {(d["person_id"], d["other_person_id"]) for d in listed} >= {(a.json()["id"], b.json()["id"])}
+    commander = service.headers(Role.commander, **COMMANDER)
+    listed = (await service.client.get("/registry/duplicates", headers=commander)).json()
+    assert {(d["person_id"], d["other_person_id"]) for d in listed} == {(a.json()["id"], b.json()["id"]),
+                                                                        (b.json()["id"], a.json()["id"])}
+    reviewed = await service.client.patch(f"/registry/duplicates/{listed[0]['id']}", json={"status": "different"},
+                                          headers=commander)
+    assert reviewed.status_code == 200 and reviewed.json()["status"] == "different"
+    assert (await service.client.get("/registry/duplicates", headers=commander)).json() == []
+    async with service.session() as session:  # still two people: a verdict never merges
+        assert await session.scalar(select(func.count()).select_from(Person)) == 2
 
 
 async def test_correction_is_audited(service: ServiceHarness) -> None:
