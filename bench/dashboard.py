@@ -158,7 +158,7 @@ async def projection(url: str, events: list[Envelope], batch: int) -> dict:
 
 
 async def through_kafka(url: str, bootstrap: str, events: list[Envelope]) -> dict:
-    bus = KafkaBus(bootstrap, client_id="bench-producer")
+    bus = KafkaBus(f"kafka://{bootstrap}", client_id="bench-producer")
     await bus.start()
     started = time.perf_counter()
     for start in range(0, len(events), 5000):

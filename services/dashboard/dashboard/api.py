@@ -21,7 +21,8 @@ from fangkong_common.errors import Invalid, Unavailable
 
 from dashboard import queries, reports, service, stream
 from dashboard.domain.rules import METRICS, today_local
-from dashboard.schemas import LoginIn, RectificationIn, RectificationPatch, UnitIn, UnitReportIn, WebhookIn
+from dashboard.schemas import (LoginIn, RectificationIn, RectificationPatch, UnitIn, UnitReportIn,
+                               VaccinationTargetIn, WebhookIn)
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 screen_router = APIRouter(tags=["screen"])
@@ -133,6 +134,21 @@ async def get_regions(session: DbSession, principal: Reader, region_code: Region
 async def get_sites(session: DbSession, principal: Reader, region_code: RegionQ = None) -> dict:
     region = scope(principal, region_code)
     return {"region_code": region, "sites": await queries.sites(session, region)}
+
+
+@router.put("/vaccination-targets")
+async def set_vaccination_target(session: DbSession, principal: Ledger, body: VaccinationTargetIn) -> dict:
+    return await service.set_vaccination_target(session, principal, body)
+
+
+@router.get("/vaccination")
+async def vaccination(session: DbSession, principal: Reader, region_code: RegionQ = None, date: DateQ = None,
+                      lang: LangQ = "zh") -> dict:
+    """First-dose people by age group against the targets (the sum of the targets set under the region)."""
+    region = scope(principal, region_code)
+    day = date or today_local()
+    return {"region_code": region, "date": day.isoformat(),
+            "age_groups": await service.vaccination_progress(session, region, day, lang_of(lang))}
 
 
 # --- daily report and exports ------------------------------------------------------------

@@ -120,6 +120,17 @@ class Site(Base):
     as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class VaccinationTarget(Base):
+    """People to reach with a first dose, per region and age group, by a deadline (set by the command center)."""
+    __tablename__ = "dash_vaccination_target"
+    region_code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    age_group: Mapped[str] = mapped_column(String(10), primary_key=True)
+    target: Mapped[int] = mapped_column(BigInteger)
+    deadline: Mapped[date] = mapped_column(Date)
+    set_by: Mapped[str] = mapped_column(String(200))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Change(Base):
     """Counter changes in commit order: what the live feed streams (any replica can serve it)."""
     __tablename__ = "dash_change"

@@ -208,6 +208,8 @@ class Projector:
         elif isinstance(p, ev.VaccinationRecorded):
             if self.once(key):
                 self.add("vaccinations", p.region_code, p.vaccinated_on, p.age_group)
+                if p.dose_number == 1:  # people reached: what the targets count
+                    self.add("vaccinated_people", p.region_code, p.vaccinated_on, p.age_group)
         elif isinstance(p, ev.GatheringFiled):
             if self.once(key):
                 self.add("gatherings", p.region_code, occurred, p.kind[:80])

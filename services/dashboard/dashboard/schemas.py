@@ -88,3 +88,10 @@ class WebhookIn(Strict):
 class LoginIn(Strict):
     role: Literal["commander", "viewer"] = "commander"
     region_code: str = RegionCode
+
+
+class VaccinationTargetIn(Strict):
+    region_code: str = RegionCode
+    age_group: Literal["3-11", "12-14", "15-17", "18+"]
+    target: int = Field(ge=0, description="people to reach with a first dose")
+    deadline: date

@@ -255,3 +255,41 @@ def new_secret() -> str:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- vaccination targets ------------------------------------------------------------------
+
+
+async def set_vaccination_target(session: AsyncSession, principal: Principal, body) -> dict:
+    from dashboard.models import VaccinationTarget
+
+    require_region(principal, body.region_code)
+    values = {"region_code": body.region_code, "age_group": body.age_group, "target": body.target,
+              "deadline": body.deadline, "set_by": principal.sub, "set_at": _now()}
+    stmt = dialect_insert(session, VaccinationTarget).values(values)
+    stmt = stmt.on_conflict_do_update(index_elements=["region_code", "age_group"],
+                                      set_={k: stmt.excluded[k] for k in ("target", "deadline", "set_by", "set_at")})
+    await session.execute(stmt)
+    return {**values, "deadline": body.deadline.isoformat(), "set_at": values["set_at"].isoformat()}
+
+
+async def vaccination_progress(session: AsyncSession, region_code: str | None, day: date, lang: str) -> list[dict]:
+    """First-dose people against the targets set for the region and the regions under it."""
+    from dashboard import queries
+    from dashboard.domain.rules import AGE_GROUPS, dimension_label, ratio
+    from dashboard.models import VaccinationTarget
+
+    reached = await queries.sums(session, region_code, ["vaccinated_people", "vaccinations"], None, day)
+    targets = (await session.execute(select(VaccinationTarget).where(
+        in_region(VaccinationTarget.region_code, region_code)))).scalars().all()
+    out = []
+    for group in AGE_GROUPS:
+        mine = [t for t in targets if t.age_group == group]
+        target = sum(t.target for t in mine)
+        people = reached.get(("vaccinated_people", group), 0)
+        out.append({"age_group": group, "label": dimension_label(group, lang), "people": people,
+                    "doses": reached.get(("vaccinations", group), 0), "target": target,
+                    "ratio": ratio(people, target),
+                    "deadline": min(t.deadline for t in mine).isoformat() if mine else None,
+                    "overdue": bool(mine) and people < target and min(t.deadline for t in mine) < day})
+    return out

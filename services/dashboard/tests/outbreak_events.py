@@ -126,5 +126,5 @@ EXPECTED_SHENZHEN = {
     "released": 1, "admissions": 3, "tests_due": 4, "tests_due_tested": 4,
     "tubes_collected": 3, "people_swabbed": 16, "tubes_resulted": 4, "tube_backlog": 1,
     "pools_positive": 1, "positives": 1, "positives_admitted": 1, "cases": 1, "unclassified": 0,
-    "fever_alerts": 1, "vaccinations": 2, "gatherings": 1, "testing_alerts": 1,
+    "fever_alerts": 1, "vaccinations": 2, "vaccinated_people": 1, "gatherings": 1, "testing_alerts": 1,
 }

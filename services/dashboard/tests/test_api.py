@@ -100,6 +100,27 @@ async def test_kpis_metrics_and_drilldown_are_scoped_and_carry_no_person(h) -> N
         assert pk(10) not in text and pk(0) not in text
 
 
+async def test_vaccination_against_targets_by_age_group(h) -> None:
+    await loaded(h)
+    sz = h.headers(Role.commander, regions=[SZ])
+    for region, target in (("440305", 4), ("440304", 6)):
+        r = await h.client.put("/dashboard/vaccination-targets", json={
+            "region_code": region, "age_group": "12-14", "target": target,
+            "deadline": (DAY - timedelta(days=1)).isoformat()}, headers=sz)
+        assert r.status_code == 200, r.text
+    assert (await h.client.put("/dashboard/vaccination-targets", json={
+        "region_code": "440106", "age_group": "12-14", "target": 1, "deadline": DAY.isoformat()},
+        headers=sz)).status_code == 403
+    assert (await h.client.put("/dashboard/vaccination-targets", json={
+        "region_code": "440305", "age_group": "60+", "target": 1, "deadline": DAY.isoformat()},
+        headers=sz)).status_code == 422
+    body = (await h.client.get("/dashboard/vaccination", params={"date": DAY.isoformat()}, headers=sz)).json()
+    groups = {g["age_group"]: g for g in body["age_groups"]}
+    assert groups["12-14"]["people"] == 1 and groups["12-14"]["target"] == 10 and groups["12-14"]["ratio"] == 0.1
+    assert groups["12-14"]["overdue"] is True and groups["12-14"]["label"] == "12-14岁"
+    assert groups["18+"]["people"] == 0 and groups["18+"]["doses"] == 1 and groups["18+"]["ratio"] is None
+
+
 async def test_daily_report_json_xlsx_pdf(h) -> None:
     await loaded(h)
     sz = h.headers(Role.commander, regions=[SZ])

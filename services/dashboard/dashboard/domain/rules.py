@@ -123,6 +123,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("cases", Kind.flow, "病例（按来源地）", "cases (by origin)", "cases"),
     Metric("unclassified", Kind.stock, "阳性未分类", "positives not yet classified", "cases"),
     Metric("vaccinations", Kind.flow, "疫苗接种剂次", "vaccination doses", "vaccination"),
+    Metric("vaccinated_people", Kind.flow, "接种第一剂人数", "people with a first dose", "vaccination"),
     Metric("gatherings", Kind.flow, "聚集性活动备案", "gatherings filed", "gatherings"),
 )}
 
@@ -165,6 +166,10 @@ DIMENSION_LABELS: dict[str, tuple[str, str]] = {
     "reagent_low": ("试剂不足", "reagent low"),
     "turnaround": ("时效超时", "turnaround"),
     "filed": ("已备案", "filed"),
+    "3-11": ("3-11岁", "aged 3-11"),
+    "12-14": ("12-14岁", "aged 12-14"),
+    "15-17": ("15-17岁", "aged 15-17"),
+    "18+": ("18岁以上", "aged 18+"),
     "approved": ("已批准", "approved"),
     "refused": ("不予批准", "refused"),
 }
@@ -218,6 +223,9 @@ def ratio(numerator: int, denominator: int) -> float | None:
     if denominator <= 0:
         return None
     return round(numerator / denominator, 4)
+
+
+AGE_GROUPS = ("3-11", "12-14", "15-17", "18+")
 
 
 # --- quarantine ---------------------------------------------------------------
