@@ -7,6 +7,7 @@ its id and changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -38,10 +39,15 @@ def _insert_ignoring_duplicates(dialect: str):
     return dialect_insert(InboxEntry).on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
 
 
+@functools.cache
+def _claim_statement(dialect: str):
+    return _insert_ignoring_duplicates(dialect).returning(InboxEntry.event_id)
+
+
 async def claim_new(session: AsyncSession, group: str, envelopes: Sequence[Envelope]) -> list[Envelope]:
     """The envelopes this group has not applied yet, recorded as applied in ``session``.
 
-    One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per 500 events: the
+    One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (executemany) per 500 events: the
     primary key decides what is new (no SELECT whose plan depends on table
     statistics), and a consumer racing on the same event waits for the other's
     commit, then finds it taken. Duplicates inside the batch count once.
@@ -49,14 +55,14 @@ async def claim_new(session: AsyncSession, group: str, envelopes: Sequence[Envel
     unique: dict[str, Envelope] = {}
     for envelope in envelopes:
         unique.setdefault(str(envelope.id), envelope)
-    dialect = session.get_bind().dialect.name
+    statement = _claim_statement(session.get_bind().dialect.name)
     items = list(unique.items())
     claimed: set[str] = set()
     for start in range(0, len(items), 500):
         rows = [{"consumer_group": group, "event_id": event_id, "topic": envelope.type}
                 for event_id, envelope in items[start : start + 500]]
-        statement = _insert_ignoring_duplicates(dialect).values(rows).returning(InboxEntry.event_id)
-        claimed.update(await session.scalars(statement))
+        # executemany of one cached statement ("insertmanyvalues"), not a VALUES list compiled per batch.
+        claimed.update(await session.scalars(statement, rows))
     return [envelope for event_id, envelope in items if event_id in claimed]
 
 
