@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, false, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
@@ -275,7 +275,7 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
     for round_id, people in wanted.items():
         for part in _chunks(sorted(people)):
             rows = await session.execute(select(TubeMember.person_key, TubeMember.barcode).where(
-                TubeMember.round_id == round_id, TubeMember.person_key.in_(part), TubeMember.void.is_(False)))
+                TubeMember.round_id == round_id, TubeMember.person_key.in_(part), TubeMember.void == false()))
             for key, barcode in rows.all():
                 taken[(round_id, key)] = barcode
     if taken:
@@ -527,15 +527,20 @@ async def build_plan(session: AsyncSession, principal: Principal, settings: Sett
     pending = planned = 0
     site_ids = [s.id for s in sites]
     # Tubes swabbed and not yet resulted wait at their site from now on.
+    # Grouped by hour of collection in the database: a city's backlog is a million tubes.
+    if session.get_bind().dialect.name == "postgresql":
+        hour_of = func.date_trunc("hour", Tube.collected_at)
+    else:
+        hour_of = func.strftime("%Y-%m-%d %H:00:00", Tube.collected_at)
     for part in _chunks(site_ids):
         rows = await session.execute(
-            select(Tube.site_id, Tube.collected_at, func.count()).where(
-                Tube.status == "collected", Tube.site_id.in_(part)).group_by(Tube.site_id, Tube.collected_at))
+            select(Tube.site_id, hour_of, func.count()).where(
+                Tube.status == "collected", Tube.site_id.in_(part)).group_by(Tube.site_id, hour_of))
         hourly: dict[tuple[str, datetime], int] = defaultdict(int)
-        for site_id, collected_at, count in rows.all():
-            collected_at = _aware(collected_at)
-            hour = collected_at.replace(minute=0, second=0, microsecond=0)
-            hourly[(site_id, hour)] += count
+        for site_id, hour, count in rows.all():
+            if isinstance(hour, str):
+                hour = datetime.fromisoformat(hour)
+            hourly[(site_id, _aware(hour).astimezone(UTC))] += count
         for (site_id, hour), count in hourly.items():
             slot = 0 if hour <= start else min(slots - 1, int((hour - start).total_seconds() // 60 // slot_minutes))
             cohorts.append(Cohort(site_id, slot, hour, count))

@@ -154,3 +154,18 @@ def test_enough_reachable_capacity_leaves_no_backlog():
     assert result.backlog_tubes == 0
     # the min-cost flow uses every lab from the first slot on: 250 a slot after a 1-slot trip
     assert sum(result.processed[lab.id][1] for lab in labs) == 250
+
+
+def test_the_oldest_tubes_at_a_site_go_first():
+    lab = PlanLab("L", 0.0, 0.0, tuple([10] * 6), reagent_stock=1000)
+    old = Cohort("S", 0, START - timedelta(hours=22, minutes=30), 10)
+    new = Cohort("S", 0, START, 10)
+    plan = PlanInput(START, 60, 6, [PlanSite("S", 0.0, 0.0)], [lab], [new, old], handling_minutes=0)
+    result = solve_plan(plan)
+    check_invariants(plan, result)
+    # old ones resulted at +1 h (23.5 h after collection), new ones at +2 h
+    assert result.share_within[24] == 1.0
+    assert result.share_within[12] == 0.5
+    (batch,) = result.batches
+    assert batch.collected_from == old.collected_at and batch.collected_to == new.collected_at
+    assert batch.last_result_at == START + timedelta(hours=2)

@@ -323,101 +323,15 @@ def solve_plan(plan: PlanInput) -> PlanResult:
     f_transport = flows[pos:pos + n_transport]; pos += n_transport
     f_site_backlog = np.zeros(S, dtype=np.int64)
     f_site_backlog[stranded] = flows[pos:pos + n_stranded]; pos += n_stranded
-    f_hold = flows[pos:pos + n_hold]; pos += n_hold
+    pos += n_hold
     f_proc = flows[pos:pos + n_labs * T].reshape(n_labs, T) if n_labs else np.zeros((0, T), dtype=np.int64)
     pos += n_labs * T
     f_end = flows[pos:pos + n_labs]
-
-    slot = timedelta(minutes=plan.slot_minutes)
-    routed: dict[tuple[str, str], int] = defaultdict(int)
-    site_backlog: dict[str, int] = defaultdict(int)
-    # lab → [(arrival slot, collected_at, batch index, tubes)]
-    arrivals: dict[int, list[tuple[int, datetime, int, int]]] = defaultdict(list)
-    batches: list[Batch] = []
-    outflows: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # node → (arrival, lab, tubes)
-    for idx in np.nonzero(f_transport)[0]:
-        outflows[int(transport_site[idx])].append(
-            (int(transport_arrival[idx]), int(transport_lab[idx]), int(f_transport[idx])))
-    unresolved: list[tuple[datetime, int]] = []  # (collected_at, tubes) never resulted in the horizon
-    for node, (site_i, t) in enumerate(site_nodes):
-        site_id = plan.sites[site_i].id
-        # FIFO at the site: the oldest tubes take the earliest-arriving transport.
-        pool = sorted(((c.collected_at, c.tubes) for c in cohorts_at[(site_i, t)]), key=lambda x: x[0])
-        ci, left = 0, pool[0][1]
-        for arrival, lab_j, tubes in sorted(outflows.get(node, ())):
-            routed[(site_id, plan.labs[lab_j].id)] += tubes
-            batch = Batch(site_id, plan.labs[lab_j].id, pool[ci][0], pool[ci][0], tubes,
-                          plan.start + arrival * slot)
-            bi = len(batches)
-            batches.append(batch)
-            while tubes > 0:
-                take = min(tubes, left)
-                arrivals[lab_j].append((arrival, pool[ci][0], bi, take))
-                batch.collected_to = pool[ci][0]
-                tubes -= take
-                left -= take
-                if left == 0 and ci + 1 < len(pool):
-                    ci += 1
-                    left = pool[ci][1]
-        stuck = int(f_site_backlog[node])
-        if stuck:
-            site_backlog[site_id] += stuck
-            remaining = stuck
-            for collected_at, tubes in reversed(pool):  # the newest stay behind
-                take = min(tubes, remaining)
-                unresolved.append((collected_at, take))
-                remaining -= take
-                if remaining == 0:
-                    break
-
-    # FIFO at each lab against the processing flows.
-    delays: list[tuple[datetime, datetime, int]] = []  # (collected_at, result_at, tubes)
-    processed: dict[str, list[int]] = {}
-    queue: dict[str, list[int]] = {}
-    lab_backlog: dict[str, int] = {}
-    for j, lab in enumerate(plan.labs):
-        proc = f_proc[j].astype(int).tolist() if n_labs else []
-        processed[lab.id] = proc
-        items = sorted(arrivals.get(j, ()), key=lambda a: (a[0], a[1]))
-        q_levels = []
-        head_i, head_left = 0, (items[0][3] if items else 0)
-        arrived = done = 0
-        ai = 0
-        run = timedelta(hours=lab.run_hours)
-        for t in range(T):
-            while ai < len(items) and items[ai][0] <= t:
-                arrived += items[ai][3]
-                ai += 1
-            capacity = proc[t]
-            done += capacity
-            result_at = plan.start + (t + 1) * slot + run
-            while capacity > 0 and head_i < len(items):
-                take = min(capacity, head_left)
-                _, collected_at, bi, _ = items[head_i]
-                batches[bi].resulted_tubes += take
-                batches[bi].last_result_at = result_at
-                delays.append((collected_at, result_at, take))
-                capacity -= take
-                head_left -= take
-                if head_left == 0:
-                    head_i += 1
-                    head_left = items[head_i][3] if head_i < len(items) else 0
-            q_levels.append(arrived - done)
-        queue[lab.id] = q_levels
-        lab_backlog[lab.id] = int(f_end[j]) if n_labs else 0
-        # Tubes left in the queue at the end: unresolved within the horizon.
-        while head_i < len(items):
-            unresolved.append((items[head_i][1], head_left))
-            head_i += 1
-            head_left = items[head_i][3] if head_i < len(items) else 0
-
-    horizon_end = plan.start + T * slot
-    share_within: dict[int, float | None] = {}
-    for hours in (12, 24):
-        limit = timedelta(hours=hours)
-        good = sum(n for c, r, n in delays if r - c <= limit)
-        known = sum(n for c, r, n in delays) + sum(n for c, n in unresolved if c + limit <= horizon_end)
-        share_within[hours] = round(good / known, 4) if known else None
+    fifo = _fifo(plan, site_nodes, cohorts_at, transport_site, transport_lab, transport_arrival, f_transport,
+                 f_site_backlog, f_proc)
+    routed, site_backlog, batches, share_within, queue = fifo
+    processed = {lab.id: f_proc[j].astype(int).tolist() for j, lab in enumerate(plan.labs)}
+    lab_backlog = {lab.id: int(f_end[j]) for j, lab in enumerate(plan.labs)}
 
     return PlanResult(
         start=plan.start, slot_minutes=plan.slot_minutes, slots=T, total_tubes=total, routed=dict(routed),
@@ -425,3 +339,162 @@ def solve_plan(plan: PlanInput) -> PlanResult:
         batches=batches, share_within=share_within, build_seconds=t1 - t0, solve_seconds=t2 - t1,
         arcs=len(tail), nodes=sink + 1,
     )
+
+
+def _fifo(plan: PlanInput, site_nodes, cohorts_at, transport_site, transport_lab, transport_arrival, f_transport,
+          f_site_backlog, f_proc):
+    """First in, first out over the optimal flows, in numpy.
+
+    At a site the oldest tubes take the earliest transport; at a lab tubes are
+    processed in order of arrival (then of collection). Tubes are laid on one
+    global line per stage (cumulative sums), so every split is a searchsorted.
+    """
+    T, slot_minutes = plan.slots, plan.slot_minutes
+    n_labs = len(plan.labs)
+    # cohorts on one line: ordered by node, then by collection time (minutes from the start)
+    c_node, c_time, c_tubes = [], [], []
+    for node, key in enumerate(site_nodes):
+        for c in cohorts_at[key]:
+            c_node.append(node)
+            c_time.append((c.collected_at - plan.start).total_seconds() / 60.0)
+            c_tubes.append(c.tubes)
+    c_node = np.asarray(c_node, dtype=np.int64)
+    c_time = np.asarray(c_time, dtype=np.float64)
+    c_tubes = np.asarray(c_tubes, dtype=np.int64)
+    order = np.lexsort((c_time, c_node))
+    c_node, c_time, c_tubes = c_node[order], c_time[order], c_tubes[order]
+    c_cum = np.cumsum(c_tubes)
+
+    # what leaves each node on the same line: transports by arrival, then the stranded rest last
+    used = np.nonzero(f_transport)[0]
+    o_node = np.concatenate([transport_site[used], np.nonzero(f_site_backlog)[0]]).astype(np.int64)
+    o_lab = np.concatenate([transport_lab[used], np.full(int((f_site_backlog > 0).sum()), -1)]).astype(np.int64)
+    o_arrival = np.concatenate([transport_arrival[used], np.full(int((f_site_backlog > 0).sum()), T)]).astype(np.int64)
+    o_tubes = np.concatenate([f_transport[used], f_site_backlog[f_site_backlog > 0]]).astype(np.int64)
+    order = np.lexsort((o_lab, o_arrival, o_node))
+    o_node, o_lab, o_arrival, o_tubes = o_node[order], o_lab[order], o_arrival[order], o_tubes[order]
+    o_cum = np.cumsum(o_tubes)
+
+    # pieces: the segments between the union of both lines' boundaries
+    bounds = np.union1d(c_cum, o_cum)
+    starts = np.concatenate([np.zeros(1, dtype=bounds.dtype), bounds[:-1]]) if len(bounds) else bounds
+    p_tubes = bounds - starts
+    keep = p_tubes > 0
+    bounds, p_tubes = bounds[keep], p_tubes[keep]
+    p_cohort = np.searchsorted(c_cum, bounds, side="left")
+    p_out = np.searchsorted(o_cum, bounds, side="left")
+    p_time = c_time[p_cohort]
+    p_lab = o_lab[p_out]
+    p_arrival = o_arrival[p_out]
+
+    run_minutes = np.array([lab.run_hours * 60.0 for lab in plan.labs] + [0.0])
+    horizon_minutes = T * slot_minutes
+    # lab line: pieces at labs ordered by lab, arrival, collection
+    at_lab = p_lab >= 0
+    l_idx = np.nonzero(at_lab)[0]
+    order = np.lexsort((p_time[l_idx], p_arrival[l_idx], p_lab[l_idx]))
+    l_idx = l_idx[order]
+    l_lab = p_lab[l_idx]
+    l_tubes = p_tubes[l_idx]
+    # position of each piece within its lab's queue
+    lab_total = np.bincount(l_lab, weights=l_tubes, minlength=n_labs).astype(np.int64)
+    lab_offset = np.concatenate([[0], np.cumsum(lab_total)[:-1]])
+    l_end = np.cumsum(l_tubes) - lab_offset[l_lab]
+    l_start = l_end - l_tubes
+    cum_proc = np.concatenate([np.zeros((n_labs, 1), dtype=np.int64), np.cumsum(f_proc, axis=1)], axis=1)  # L×(T+1)
+    done = cum_proc[l_lab, T]
+    l_resulted = np.clip(done - l_start, 0, l_tubes)
+    # slot of the last resulted tube of each piece: first t with cum_proc[t+1] ≥ last position
+    last_pos = np.minimum(l_end, done)
+    width = int(cum_proc[:, T].max()) + 1 if n_labs else 1
+    flat = (cum_proc[:, 1:] + np.arange(n_labs)[:, None] * width).reshape(-1)
+    l_last_slot = np.searchsorted(flat, last_pos + l_lab * width, side="left") - l_lab * T
+    l_last_slot = np.where(l_resulted > 0, l_last_slot, -1)
+
+    # shares within 12 h and 24 h of collection
+    share_within: dict[int, float | None] = {}
+    l_time = p_time[l_idx]
+    l_run = run_minutes[l_lab]
+    unresolved_time = np.concatenate([l_time, p_time[~at_lab]])
+    unresolved_tubes = np.concatenate([l_tubes - l_resulted, p_tubes[~at_lab]])
+    for hours in (12, 24):
+        limit = hours * 60.0
+        # resulted at start + (t+1)·slot + run ≤ collected + limit  ⇔  t ≤ t_lim
+        t_lim = np.floor((l_time + limit - l_run) / slot_minutes + 1e-9).astype(np.int64) - 1
+        t_lim = np.clip(t_lim, -1, T - 1)
+        good = np.clip(cum_proc[l_lab, t_lim + 1] - l_start, 0, l_resulted)
+        known = int(l_resulted.sum()) + int(unresolved_tubes[unresolved_time + limit <= horizon_minutes].sum())
+        share_within[hours] = round(int(good.sum()) / known, 4) if known else None
+
+    # batches: one per transport with flow
+    n_out = len(o_tubes)
+    b_resulted = np.zeros(n_out, dtype=np.int64)
+    np.add.at(b_resulted, p_out[l_idx], l_resulted)
+    b_last = np.full(n_out, -1, dtype=np.int64)
+    np.maximum.at(b_last, p_out[l_idx], l_last_slot)
+    b_from = np.full(n_out, np.inf)
+    b_to = np.full(n_out, -np.inf)
+    np.minimum.at(b_from, p_out, p_time)
+    np.maximum.at(b_to, p_out, p_time)
+
+    site_of_node = np.array([i for i, _ in site_nodes], dtype=np.int64)
+    slot = timedelta(minutes=slot_minutes)
+    routed: dict[tuple[str, str], int] = defaultdict(int)
+    site_backlog: dict[str, int] = defaultdict(int)
+    batches = _Batches(plan, site_of_node[o_node], o_lab, o_arrival, o_tubes, b_from, b_to, b_resulted, b_last,
+                       run_minutes)
+    site_ids = [s.id for s in plan.sites]
+    lab_ids = [lab.id for lab in plan.labs]
+    pairs = defaultdict(int)
+    for site_i, lab_j, n in zip(site_of_node[o_node].tolist(), o_lab.tolist(), o_tubes.tolist()):
+        pairs[(site_i, lab_j)] += n
+    for (site_i, lab_j), n in pairs.items():
+        if lab_j >= 0:
+            routed[(site_ids[site_i], lab_ids[lab_j])] += n
+        else:
+            site_backlog[site_ids[site_i]] += n
+
+    # queue at each lab at the end of each slot: arrived so far − processed so far
+    arrivals = np.zeros((n_labs, T), dtype=np.int64)
+    np.add.at(arrivals, (l_lab, p_arrival[l_idx]), l_tubes)
+    queue_levels = np.cumsum(arrivals, axis=1) - cum_proc[:, 1:]
+    queue = {lab.id: queue_levels[j].astype(int).tolist() for j, lab in enumerate(plan.labs)}
+    del slot
+    return dict(routed), dict(site_backlog), batches, share_within, queue
+
+
+class _Batches(list):
+    """The batches of a plan, built as ``Batch`` objects on first use (a large plan has
+    hundreds of thousands and most callers want only totals or the first few)."""
+
+    def __init__(self, plan: PlanInput, site, lab, arrival, tubes, t_from, t_to, resulted, last_slot, run_minutes):
+        super().__init__()
+        self._args = (plan, site, lab, arrival, tubes, t_from, t_to, resulted, last_slot, run_minutes)
+        self._built = False
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        self._built = True
+        plan, site, lab, arrival, tubes, t_from, t_to, resulted, last_slot, run_minutes = self._args
+        start, minutes = plan.start, plan.slot_minutes
+        for i in np.nonzero(lab >= 0)[0].tolist():
+            j = int(lab[i])
+            last = int(last_slot[i])
+            super().append(Batch(
+                plan.sites[int(site[i])].id, plan.labs[j].id, start + timedelta(minutes=float(t_from[i])),
+                start + timedelta(minutes=float(t_to[i])), int(tubes[i]),
+                start + timedelta(minutes=int(arrival[i]) * minutes), int(resulted[i]),
+                start + timedelta(minutes=(last + 1) * minutes + float(run_minutes[j])) if last >= 0 else None))
+
+    def __iter__(self):
+        self._build()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._build()
+        return super().__len__()
+
+    def __getitem__(self, item):
+        self._build()
+        return super().__getitem__(item)
