@@ -13,6 +13,7 @@ const I18N = {
     occupied: "占用", free: "空余", collected: "采样管数", resulted: "出结果管数", tubeBacklog: "积压",
     positivesDay: "新增阳性", returnees: "返回人员", cases: "病例", badToken: "令牌无效或已过期",
     numerator: "分子", denominator: "分母", noData: "暂无数据", toggle: "EN",
+    vacc: "疫苗接种（第一剂）对照目标", reached: "已接种", target: "目标",
   },
   en: {
     title: "Epidemic Command Screen", pasteToken: "Paste a token", login: "Log in", logout: "Log out",
@@ -25,6 +26,7 @@ const I18N = {
     resulted: "Tubes resulted", tubeBacklog: "Backlog", positivesDay: "New positives", returnees: "Returnees",
     cases: "Cases", badToken: "Invalid or expired token", numerator: "numerator", denominator: "denominator",
     noData: "No data", toggle: "中文",
+    vacc: "Vaccination (first dose) against targets", reached: "Reached", target: "Target",
   },
 };
 
@@ -185,7 +187,7 @@ function renderRegions(children) {
 }
 
 function initCharts() {
-  for (const id of ["trend", "sites", "lab"]) {
+  for (const id of ["trend", "sites", "lab", "vacc"]) {
     if (!state.charts[id]) state.charts[id] = echarts.init($(id), "dark", { renderer: "canvas" });
   }
   window.addEventListener("resize", () => Object.values(state.charts).forEach((c) => c.resize()));
@@ -215,6 +217,13 @@ function renderSites(sites) {
              { name: t("free"), type: "bar", stack: "beds", data: sites.map((s) => s.beds_free), itemStyle: { color: "#27d17f" } }] }, true);
 }
 
+function renderVaccination(groups) {
+  state.charts.vacc.setOption({ ...chartBase, xAxis: { type: "category", data: groups.map((g) => g.label) },
+    yAxis: { type: "value" },
+    series: [{ name: t("reached"), type: "bar", data: groups.map((g) => g.people), itemStyle: { color: "#35c3ff" } },
+             { name: t("target"), type: "bar", data: groups.map((g) => g.target), itemStyle: { color: "#3b4f7a" } }] }, true);
+}
+
 function setDownloads() {
   const params = new URLSearchParams({ token: state.token, date: state.day, lang: state.lang });
   if (state.region) params.set("region_code", state.region);
@@ -230,12 +239,13 @@ async function refresh() {
     const region = state.region || undefined;
     const to = state.day;
     const from = new Date(new Date(to).getTime() - 13 * 86400000).toISOString().slice(0, 10);
-    const [kpis, metrics, regions, sites] = await Promise.all([
+    const [kpis, metrics, regions, sites, vacc] = await Promise.all([
       api("/dashboard/kpis", { region_code: region, date: to, lang: state.lang }),
       api("/dashboard/metrics", { region_code: region, from, to, lang: state.lang,
         names: "positives,cases,returnees,tubes_collected,tubes_resulted,tube_backlog" }),
       api("/dashboard/regions", { region_code: region, date: to }),
       api("/dashboard/sites", { region_code: region }),
+      api("/dashboard/vaccination", { region_code: region, date: to, lang: state.lang }),
     ]);
     renderKpis(kpis.kpis);
     renderHeadline(kpis.headline);
@@ -243,6 +253,7 @@ async function refresh() {
     renderRegions(regions.children);
     renderTrends(metrics.series);
     renderSites(sites.sites);
+    renderVaccination(vacc.age_groups);
     setDownloads();
     $("updated").textContent = new Date().toLocaleTimeString(state.lang === "en" ? "en-GB" : "zh-CN");
   } catch (e) {
