@@ -97,3 +97,23 @@ async def test_replay_in_any_order_into_an_empty_database_gives_the_same_numbers
         async with h.session() as session, session.begin():
             await apply_batch(session, [e.model_copy(update={"id": __import__("uuid").uuid4()}) for e in events])
         assert await levels(h, "440300") == EXPECTED_SHENZHEN
+
+
+async def test_an_event_the_projection_cannot_read_goes_to_the_dead_letter_topic(tmp_path) -> None:
+    """A malformed payload must not stop the read models: it is dead-lettered, the rest applied."""
+    from fangkong_common.events.envelope import Envelope
+    from fangkong_common.events.topics import dlq
+
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'dlq.db'}", bus_url="memory://dash-dlq"))
+    async with running(app) as h:
+        good = outbreak()[0]
+        bad = Envelope(type="test.positive", source="test", key=good.key, payload={"person_key": "not-a-key"})
+        await h.bus.publish([bad, good])
+
+        async def applied():
+            got = await levels(h, "440300")
+            return got["returnees"] == 1 and h.bus.records(dlq("test.positive"))
+
+        await eventually(applied, timeout=60)
+        [dead] = h.bus.records(dlq("test.positive"))
+        assert dict(dead.headers)["dlq.consumer_group"] == b"dashboard.read-models"
