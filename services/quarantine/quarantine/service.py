@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
@@ -229,18 +229,15 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
         return []
     book = await policy_book(session)
     wanted = list({(r.person_key, r.cause): r for r in requests}.values())
-    taken: set[tuple[str, str]] = set()
+    busy: set[str] = set()
     for chunk in _chunks(sorted({r.person_key for r in wanted})):
-        taken.update((await session.execute(select(Order.person_key, Order.cause).where(
-            Order.status == ACTIVE, Order.person_key.in_(chunk)))).all())
         # a positive in (or waiting for) a hospital bed is not sent to quarantine as well
-        taken.update((key, r.cause) for key in (await session.scalars(select(Case.person_key).where(
-            Case.person_key.in_(chunk), Case.status.in_(("admitted", "awaiting_bed"))))).all()
-            for r in wanted if r.person_key == key)
+        busy.update((await session.scalars(select(Case.person_key).where(
+            Case.person_key.in_(list(chunk)), Case.status.in_(("admitted", "awaiting_bed"))))).all())
     rows: list[dict] = []
     plans: dict[str, list[Stage]] = {}
     for request in wanted:
-        if (request.person_key, request.cause) in taken:
+        if request.person_key in busy:
             continue
         policy = book.in_force(request.facts.order_date)
         if policy is None:
@@ -251,31 +248,39 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
         order_id = str(uuid.uuid4())
         index = stage_index_on(stages, request.facts.order_date)
         plans[order_id] = stages
+        current = stages[index] if index is not None else None
         rows.append({
             "id": order_id, "person_key": request.person_key, "region_code": request.region_code,
             "grid": request.grid, "cause": request.cause, "category": request.facts.category, "status": ACTIVE,
             "policy_id": policy.policy_id, "policy_version": policy.version, "facts": facts_json(request.facts),
             "stages": [stage_json(s) for s in stages], "current_stage": index,
-            "stage_end_date": stages[index].end_date if index is not None else stages[-1].end_date,
+            "stage_end_date": current.end_date if current is not None else stages[-1].end_date,
             "release_date": stages[-1].end_date + DAY, "site_id": None, "site_region_code": None,
-            "awaiting_site": False, "source_event_id": request.source_event_id, "created_at": now, "updated_at": now,
+            # waiting for a room until placed below (or, if the stage starts later, by the daily job)
+            "awaiting_site": bool(current is not None and _site_kinds(current)),
+            "source_event_id": request.source_event_id, "created_at": now, "updated_at": now,
         })
     if not rows:
         return []
-    # rooms for those whose current stage is centralized and has begun
-    def current(r: dict) -> Stage | None:
-        return plans[r["id"]][r["current_stage"]] if r["current_stage"] is not None else None
-
-    needing = [r for r in rows if (stage := current(r)) is not None and _site_kinds(stage)
-               and stage.start_date.isoformat() <= r["facts"]["order_date"]]
+    # The partial unique index (person_key, cause) WHERE active decides what is new: no
+    # SELECT whose plan depends on table statistics, and a racing consumer finds the pair taken.
+    table = Order.__table__
+    fresh: set[str] = set()
+    for chunk in _chunks(rows):
+        statement = _insert_ignoring(session, table, ["person_key", "cause"], "status = 'active'")
+        fresh.update(await session.scalars(statement.returning(table.c.id), list(chunk)))
+    rows = [r for r in rows if r["id"] in fresh]
+    if not rows:
+        return []
+    needing = [r for r in rows if r["awaiting_site"]
+               and plans[r["id"]][r["current_stage"]].start_date.isoformat() <= r["facts"]["order_date"]]
     placements = await _place(session, [(r, _site_kinds(plans[r["id"]][r["current_stage"]])) for r in needing],
                               now, purpose="quarantine", low_share=low_share)
-    needing_ids = {r["id"] for r in needing}
-    for r in rows:
-        if r["id"] not in needing_ids and (stage := current(r)) is not None and _site_kinds(stage):
-            r["awaiting_site"] = True  # starts later (arrival ahead): the daily job places them then
-    for chunk in _chunks(rows):
-        await session.execute(insert(Order.__table__), list(chunk))
+    placed = [{"b_id": r["id"], "b_site": r["site_id"], "b_region": r["site_region_code"]}
+              for r in needing if r.get("site_id")]
+    if placed:
+        await session.execute(update(table).where(table.c.id == bindparam("b_id")).values(
+            site_id=bindparam("b_site"), site_region_code=bindparam("b_region"), awaiting_site=False), placed)
     tests = [t for r in rows for t in _test_rows(r["id"], r["person_key"], r["region_code"], plans[r["id"]],
                                                  date.fromisoformat(r["facts"]["order_date"]))]
     for chunk in _chunks(tests):
@@ -285,12 +290,20 @@ async def open_orders(session: AsyncSession, requests: Sequence[OrderRequest], n
                            "facts": r["facts"], "site_id": r["site_id"]}} for r in rows]
     for chunk in _chunks(changes):
         await session.execute(insert(OrderChange.__table__), list(chunk))
-    if placements:
-        for chunk in _chunks(placements):
-            await session.execute(insert(Placement.__table__), list(chunk))
+    for chunk in _chunks(placements):
+        await session.execute(insert(Placement.__table__), list(chunk))
     outbox.add(session, *(_ordered_event(r["id"], r["person_key"], r["region_code"], r["cause"], r["policy_id"],
                                          r["policy_version"], plans[r["id"]]) for r in rows))
     return rows
+
+
+def _insert_ignoring(session: AsyncSession, table, columns: list[str], where: str):
+    """INSERT … ON CONFLICT (columns) WHERE … DO NOTHING, on PostgreSQL or SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=columns, index_where=text(where))
 
 
 async def _load_slots(session: AsyncSession, kinds: Iterable[str]) -> dict[str, SiteSlot]:
