@@ -480,3 +480,20 @@ async def test_risk_flags_open_monitoring_counted_from_leaving_the_area(service:
     assert [(s["kind"], s["start_date"], s["end_date"], s["test_days"]) for s in order["stages"]] == [
         ("monitoring", "2026-07-30", "2026-08-11", ["2026-07-30"])]  # day 1 = 07-29, taken over on day 2
     assert order["site_id"] is None and order["awaiting_site"] is False
+
+
+async def test_two_writers_racing_for_the_same_person_and_cause_open_one_order(service: ServiceHarness) -> None:
+    import asyncio
+
+    h = service
+    request = svc.OrderRequest(person_key=h.person_key("raced"), region_code=HOME, cause="contact_degree_1",
+                               facts=Facts("contact_degree_1", date(2026, 6, 26), exposure_date=date(2026, 6, 25)))
+
+    async def writer() -> int:
+        async with h.session() as session, session.begin():
+            return len(await svc.open_orders(session, [request], at("2026-06-26")))
+
+    opened = await asyncio.gather(writer(), writer())
+    assert sorted(opened) == [0, 1]
+    assert await order_count(h) == 1
+    assert len(await events(h, "quarantine.ordered")) == 1
