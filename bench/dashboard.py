@@ -132,7 +132,7 @@ async def totals(database) -> dict[str, int]:
     async with database.sessionmaker() as session:
         values = await queries.sums(session, None, list(METRICS), None, DAY0 + timedelta(days=400),
                                     by_dimension=False)
-    return {k[0]: v for k, v in values.items()}
+    return {k[0]: v for k, v in values.items() if v}
 
 
 async def projection(url: str, events: list[Envelope], batch: int) -> dict:

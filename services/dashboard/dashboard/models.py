@@ -56,7 +56,7 @@ class Fact(Base):
     __tablename__ = "dash_fact"
     person_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20), primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)  # purge by day
 
 
 class Returnee(Base):

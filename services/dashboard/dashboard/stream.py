@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from fastapi import FastAPI, Request
 from sqlalchemy import delete, func, select
@@ -85,15 +85,21 @@ async def events(request: Request, principal: Principal, region_code: str | None
             yield ": keep-alive\n\n"  # proxies close idle connections
 
 
-async def purge(app: FastAPI, now: datetime | None = None) -> None:
-    """Forget live-feed rows and person facts older than their retention. Derived states keep
-    what old facts set (they only ever move earlier); a fact older than the retention arriving
-    late for a person first seen after it is the one thing no longer matched."""
+async def purge(app: FastAPI, now: datetime | None = None, facts_before: date | None = None) -> None:
+    """Forget live-feed rows older than their retention (wall clock) and person facts more than
+    ``fact_retention_days`` older than the newest fact (event time, not wall clock: a replay of
+    last year's topics must match facts exactly as the live run did). Derived states keep what
+    old facts set (they only ever move earlier)."""
     settings = app.state.settings
     now = now or datetime.now(UTC)
     async with app.state.database.sessionmaker() as session, session.begin():
         await session.execute(delete(Change).where(Change.at < now - timedelta(hours=settings.change_retention_hours)))
-        await session.execute(delete(Fact).where(Fact.day < (now - timedelta(days=settings.fact_retention_days)).date()))
+        if facts_before is None:
+            newest = await session.scalar(select(func.max(Fact.day)))
+            if newest is None:
+                return
+            facts_before = newest - timedelta(days=settings.fact_retention_days)
+        await session.execute(delete(Fact).where(Fact.day < facts_before))
 
 
 async def purge_job(app: FastAPI) -> None:

@@ -91,7 +91,12 @@ async def test_replay_in_any_order_into_an_empty_database_gives_the_same_numbers
         from sqlalchemy import func, select
         from dashboard.models import Fact
         from dashboard.stream import purge
+        # Nothing is purged while the newest fact is recent (event time, not wall clock) ...
         await purge(h.app, now=datetime.now(UTC) + timedelta(days=400))
+        async with h.session() as session:
+            assert await session.scalar(select(func.count()).select_from(Fact)) > 0
+        # ... and everything once the retention is passed.
+        await purge(h.app, facts_before=DAY + timedelta(days=1))
         async with h.session() as session:
             assert await session.scalar(select(func.count()).select_from(Fact)) == 0
         async with h.session() as session, session.begin():
