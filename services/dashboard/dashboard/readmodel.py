@@ -50,13 +50,20 @@ def dialect_insert(session: AsyncSession, model):
     return insert(getattr(model, "__table__", model))
 
 
-async def load(session: AsyncSession, model, column: str, values: Iterable[Any]) -> list[dict]:
+async def load(session: AsyncSession, model, column: str, values: Iterable[Any], lock: bool = False) -> list[dict]:
+    """Rows whose ``column`` is in ``values``. With ``lock`` (state rows this batch may change) they are
+    locked FOR UPDATE on PostgreSQL, in primary-key order: two replicas holding events of the same
+    person then take turns instead of losing each other's update (SQLite has one writer anyway)."""
     values = sorted(set(values))
     rows: list[dict] = []
-    col = getattr(model, column)
+    table = model.__table__
+    col = table.c[column]
     for start in range(0, len(values), IN_CHUNK):
         chunk = values[start:start + IN_CHUNK]
-        result = await session.execute(select(model.__table__).where(col.in_(chunk)))
+        query = select(table).where(col.in_(chunk))
+        if lock and session.get_bind().dialect.name == "postgresql":
+            query = query.order_by(*table.primary_key.columns).with_for_update()
+        result = await session.execute(query)
         rows.extend(dict(row) for row in result.mappings())
     return rows
 
@@ -173,15 +180,16 @@ class Projector:
         s = self.session
         for row in await load(s, Fact, "person_key", persons):
             self.facts[row["person_key"]].add((row["kind"], row["day"]))
-        for row in await load(s, Returnee, "person_key", persons):
+        for row in await load(s, Returnee, "person_key", persons, lock=True):
             self.returnees.rows[(row["person_key"], row["arrival_date"])] = row
-        for row in await load(s, TestDue, "person_key", persons):
+        for row in await load(s, TestDue, "person_key", persons, lock=True):
             self.tests_due.rows[(row["order_id"], row["due_date"])] = row
-        for row in await load(s, Positive, "person_key", persons):
+        for row in await load(s, Positive, "person_key", persons, lock=True):
             self.positives.rows[row["person_key"]] = row
-        for row in await load(s, Order, "order_id", orders) + await load(s, Order, "person_key", persons):
+        for row in (await load(s, Order, "order_id", orders, lock=True)
+                    + await load(s, Order, "person_key", persons, lock=True)):
             self.orders.rows[row["order_id"]] = row
-        for row in await load(s, Tube, "barcode", barcodes):
+        for row in await load(s, Tube, "barcode", barcodes, lock=True):
             self.tubes.rows[row["barcode"]] = row
         for row in await load(s, Once, "key", once_keys):
             self.once_seen.add(row["key"])
