@@ -103,6 +103,10 @@ async def series(session: AsyncSession, region_code: str | None, day_from: date,
     stocks = [n for n in names if METRICS[n].kind is Kind.stock]
     totals = await _grouped(session, Total, [Total.metric], [Total.metric.in_(stocks),
                                                              _region_filter(region_code, Total)]) if stocks else {}
+    flows = [n for n in names if METRICS[n].kind is Kind.flow]
+    # Breakdowns by dimension: flows over the window, stocks at its end (two queries for all metrics).
+    flow_dims = await sums(session, region_code, flows, day_from, day_to) if flows else {}
+    stock_dims = await sums(session, region_code, stocks, None, day_to) if stocks else {}
     out = []
     for name in names:
         metric = METRICS[name]
@@ -116,10 +120,10 @@ async def series(session: AsyncSession, region_code: str | None, day_from: date,
                 points.append({"date": d.isoformat(), "value": level})
         else:
             points = [{"date": d.isoformat(), "value": values.get(d, 0)} for d in days]
-        breakdown = await sums(session, region_code, [name], None if metric.kind is Kind.stock else day_from, day_to)
+        breakdown = stock_dims if metric.kind is Kind.stock else flow_dims
         out.append({"name": name, "kind": metric.kind.value, "label": label(name, lang), "points": points,
                     "by_dimension": [{"dimension": dim, "label": dimension_label(dim, lang), "value": v}
-                                     for (_, dim), v in sorted(breakdown.items()) if dim]})
+                                     for (m, dim), v in sorted(breakdown.items()) if m == name and dim]})
     return out
 
 
