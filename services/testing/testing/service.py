@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, false, func, insert, select, text, update
+from sqlalchemy import String, and_, any_, bindparam, false, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
@@ -80,9 +81,30 @@ def _err(loc: list, msg: str, type_: str = "value_error") -> dict:
 
 async def _lock_for_writes(session: AsyncSession) -> None:
     """Serialise check-then-write use cases on SQLite: take the write lock before reading
-    (PostgreSQL uses row locks instead)."""
+    (PostgreSQL uses row locks instead).
+
+    On PostgreSQL, plan each statement with its parameters: asyncpg prepares statements
+    and, after five runs, PostgreSQL may keep a generic plan chosen while the tables were
+    empty (a sequential scan of tube_members), which turns into seconds per batch at a
+    million members.
+    """
     if session.get_bind().dialect.name == "sqlite":
         await session.execute(text("UPDATE tubes SET status = status WHERE 1 = 0"))
+    else:
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+def _chunk(session: AsyncSession) -> int:
+    return 20_000 if session.get_bind().dialect.name == "postgresql" else CHUNK
+
+
+def _among(session: AsyncSession, column, values: Sequence[str]):
+    """column IN values: one array parameter on PostgreSQL (one plan, any length), IN on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(list(values))
 
 
 def _insert_ignore(session: AsyncSession, table):
@@ -247,8 +269,8 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
 
     # Barcodes already known: the same tube again is a retry (unchanged); anything else a conflict.
     existing: dict[str, Tube] = {}
-    for part in _chunks(list(seen)):
-        for tube in await session.scalars(select(Tube).where(Tube.barcode.in_(part))):
+    for part in _chunks(list(seen), _chunk(session)):
+        for tube in await session.scalars(select(Tube).where(_among(session, Tube.barcode, part))):
             existing[tube.barcode] = tube
     existing_members: dict[str, set[str]] = defaultdict(set)
     if existing:
@@ -266,28 +288,9 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
         else:
             errors.append(_err(["tubes", i, "barcode"], f"条码 {tube.barcode} 已被另一试管使用", "conflict"))
 
-    # One tube per person per round, against what is stored.
-    fresh = [i for i, t in enumerate(tubes) if t.barcode not in unchanged and t.barcode not in existing]
-    wanted: dict[str, set[str]] = defaultdict(set)
-    for i in fresh:
-        wanted[rounds[i]].update(keys[i])
-    taken: dict[tuple[str, str], str] = {}
-    for round_id, people in wanted.items():
-        for part in _chunks(sorted(people)):
-            rows = await session.execute(select(TubeMember.person_key, TubeMember.barcode).where(
-                TubeMember.round_id == round_id, TubeMember.person_key.in_(part), TubeMember.void == false()))
-            for key, barcode in rows.all():
-                taken[(round_id, key)] = barcode
-    if taken:
-        for i in fresh:
-            for key in keys[i]:
-                other = taken.get((rounds[i], key))
-                if other is not None:
-                    errors.append(_err(["tubes", i, "members"],
-                                       f"受检者本轮（{rounds[i]}）已在试管 {other} 中采样", "conflict"))
-                    break
     if errors:
         raise BatchRejected(errors)
+    fresh = [i for i, t in enumerate(tubes) if t.barcode not in unchanged and t.barcode not in existing]
 
     tube_rows, member_rows, envelopes = [], [], []
     for i in fresh:
@@ -304,12 +307,72 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
                           member_keys=keys[i], collected_at=collected_at),
             source=SOURCE, key=tube.barcode))
     if tube_rows:
-        await session.execute(insert(Tube.__table__), tube_rows)
-        for part in _chunks(member_rows, 5000):
-            await session.execute(insert(TubeMember.__table__), list(part))
+        # The unique indexes decide (barcode; person per round among valid tubes): no
+        # SELECT on the hot path. On a clash, find who clashed and say so per item.
+        try:
+            async with session.begin_nested():
+                await _insert_rows(session, Tube.__table__, tube_rows)
+                await _insert_rows(session, TubeMember.__table__, member_rows)
+        except Exception as exc:
+            if not _is_unique_violation(exc):
+                raise
+            raise BatchRejected(await _explain_clash(session, tubes, fresh, keys, rounds)) from None
         await _fulfil_orders(session, [(tubes[i].barcode, tubes[i].ratio, keys[i]) for i in fresh])
         outbox.add(session, *envelopes)
     return schemas.TubesOut(accepted=len(fresh), unchanged=len(unchanged), barcodes=[tubes[i].barcode for i in fresh])
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    name = type(exc).__name__  # asyncpg's own error when rows went in by COPY
+    return name in ("UniqueViolationError", "IntegrityConstraintViolationError")
+
+
+async def _insert_rows(session: AsyncSession, table, rows: list[dict]) -> None:
+    """Many rows at once: COPY on PostgreSQL (about 5× executemany), executemany on SQLite."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        connection = await session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        columns = list(rows[0])
+        await raw.copy_records_to_table(table.name, records=[tuple(r[c] for c in columns) for r in rows],
+                                        columns=columns)
+        return
+    for part in _chunks(rows, 5000):
+        await session.execute(insert(table), list(part))
+
+
+async def _explain_clash(session: AsyncSession, tubes: list[schemas.TubeIn], fresh: list[int], keys: list[list[str]],
+                         rounds: list[str]) -> list[dict]:
+    """Per-item errors after a unique index refused the batch (a tube or person taken meanwhile)."""
+    errors: list[dict] = []
+    barcodes = [tubes[i].barcode for i in fresh]
+    taken_barcodes: set[str] = set()
+    for part in _chunks(barcodes):
+        taken_barcodes.update(await session.scalars(select(Tube.barcode).where(Tube.barcode.in_(part))))
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for i in fresh:
+        wanted[rounds[i]].update(keys[i])
+    taken: dict[tuple[str, str], str] = {}
+    for round_id, people in wanted.items():
+        for part in _chunks(sorted(people)):
+            rows = await session.execute(select(TubeMember.person_key, TubeMember.barcode).where(
+                TubeMember.round_id == round_id, TubeMember.person_key.in_(part), TubeMember.void == false()))
+            for key, barcode in rows.all():
+                taken[(round_id, key)] = barcode
+    for i in fresh:
+        if tubes[i].barcode in taken_barcodes:
+            errors.append(_err(["tubes", i, "barcode"], f"条码 {tubes[i].barcode} 已被另一试管使用", "conflict"))
+            continue
+        for key in keys[i]:
+            other = taken.get((rounds[i], key))
+            if other is not None:
+                errors.append(_err(["tubes", i, "members"],
+                                   f"受检者本轮（{rounds[i]}）已在试管 {other} 中采样", "conflict"))
+                break
+    return errors or [_err(["tubes"], "与同时提交的另一批冲突，请重试", "conflict")]
 
 
 async def _fulfil_orders(session: AsyncSession, tubes: list[tuple[str, int, list[str]]]) -> None:
@@ -319,9 +382,9 @@ async def _fulfil_orders(session: AsyncSession, tubes: list[tuple[str, int, list
         for key in keys:
             tube_of[key] = (barcode, ratio)
     pending: list[tuple[str, str, str]] = []
-    for part in _chunks(list(tube_of)):
+    for part in _chunks(list(tube_of), _chunk(session)):
         rows = await session.execute(select(TestOrder.id, TestOrder.person_key, TestOrder.reason).where(
-            TestOrder.person_key.in_(part), TestOrder.status == "pending"))
+            _among(session, TestOrder.person_key, part), TestOrder.status == "pending"))
         pending.extend(rows.all())
     updates = []
     now = _now()
@@ -371,8 +434,8 @@ async def ingest_results(session: AsyncSession, principal: Principal, settings: 
 
     barcodes = list(dict.fromkeys(r.barcode for r in results))
     tubes: dict[str, Tube] = {}
-    for part in _chunks(barcodes):
-        statement = select(Tube).where(Tube.barcode.in_(part))
+    for part in _chunks(barcodes, _chunk(session)):
+        statement = select(Tube).where(_among(session, Tube.barcode, part))
         if session.get_bind().dialect.name == "postgresql":
             statement = statement.with_for_update()  # a concurrent same result waits, then sees it applied
         for tube in await session.scalars(statement):
@@ -406,9 +469,9 @@ async def ingest_results(session: AsyncSession, principal: Principal, settings: 
         return schemas.ResultsOut(applied=0, unchanged=unchanged, retest_orders=0, reswab_orders=0, events=0)
 
     members: dict[str, list[str]] = defaultdict(list)
-    for part in _chunks(list(to_apply)):
+    for part in _chunks(list(to_apply), _chunk(session)):
         rows = await session.execute(select(TubeMember.barcode, TubeMember.person_key)
-                                     .where(TubeMember.barcode.in_(part)).order_by(TubeMember.person_key))
+                                     .where(_among(session, TubeMember.barcode, part)).order_by(TubeMember.person_key))
         for barcode, key in rows.all():
             members[barcode].append(key)
 
