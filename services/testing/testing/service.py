@@ -854,10 +854,3 @@ async def _raise_alerts(session: AsyncSession, conditions: dict[str, TestingCapa
     # A concurrent first insert of the same condition fails the transaction instead of alerting twice.
     await session.flush()
     return emitted
-
-
-async def get_site_or_404(session: AsyncSession, site_id: str) -> CollectionSite:
-    site = await session.get(CollectionSite, site_id)
-    if site is None:
-        raise NotFound(f"采样点 {site_id} 不存在")
-    return site

@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from fangkong_common.auth import Role
 from fangkong_common.events.schemas import QuarantineTestDue
 from testing.models import TestOrder, Tube, TubeMember
 

@@ -118,7 +118,7 @@ async def test_forecast_suggests_a_higher_pool_ratio_from_observed_positivity(sv
 
 
 async def test_a_cleared_reagent_alert_fires_again_when_stock_runs_low_again(svc, kit, events):
-    site = await kit.make_site(svc, swabs_per_hour=1000)
+    await kit.make_site(svc, swabs_per_hour=1000)
     lab = await kit.make_lab(svc, tubes_per_day=2000, reagent_stock=1000)
     get = lambda: svc.client.get("/testing/capacity/forecast", headers=kit.commander(svc))  # noqa: E731
     assert f"reagent_low:{lab}" in (await get()).json()["alerts_emitted"]

@@ -438,7 +438,6 @@ def _fifo(plan: PlanInput, site_nodes, cohorts_at, transport_site, transport_lab
     np.maximum.at(b_to, p_out, p_time)
 
     site_of_node = np.array([i for i, _ in site_nodes], dtype=np.int64)
-    slot = timedelta(minutes=slot_minutes)
     routed: dict[tuple[str, str], int] = defaultdict(int)
     site_backlog: dict[str, int] = defaultdict(int)
     batches = _Batches(plan, site_of_node[o_node], o_lab, o_arrival, o_tubes, b_from, b_to, b_resulted, b_last,
@@ -459,7 +458,6 @@ def _fifo(plan: PlanInput, site_nodes, cohorts_at, transport_site, transport_lab
     np.add.at(arrivals, (l_lab, p_arrival[l_idx]), l_tubes)
     queue_levels = np.cumsum(arrivals, axis=1) - cum_proc[:, 1:]
     queue = {lab.id: queue_levels[j].astype(int).tolist() for j, lab in enumerate(plan.labs)}
-    del slot
     return dict(routed), dict(site_backlog), batches, share_within, queue
 
 
