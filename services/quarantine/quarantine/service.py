@@ -332,6 +332,13 @@ async def _place(session: AsyncSession, people: Sequence[tuple[dict, Sequence[st
         row["site_id"], row["site_region_code"], row["awaiting_site"] = site.site_id, site.region_code, False
         placements.append({"site_id": site.site_id, "person_key": row["person_key"], "order_id": row.get("id"),
                            "purpose": purpose, "placed_at": now, "released_at": None})
+        if purpose == "quarantine":
+            # Held at a site (a hotel room, a port room): the "in quarantine" side of 应隔尽隔.
+            # Treatment beds announce themselves in _admit, with the case's origin city.
+            outbox.add(session, _envelope(QuarantineAdmitted(
+                person_key=row["person_key"], region_code=site.region_code, origin_region_code=row["region_code"],
+                order_id=uuid.UUID(row["id"]) if row.get("id") else None, site_id=site.site_id,
+                site_kind=site.kind, admitted_at=now), row["person_key"]))
     await _write_occupancy(session, slots, before, low_share)
     return placements
 

@@ -149,6 +149,10 @@ async def test_contacts_fill_the_home_city_then_supporting_cities_and_alert_low_
     assert (await h.client.get("/quarantine/orders", params={"site_id": "yc-hotel"}, headers=yichang)).json()[
         "total"] == 3
     assert [s["id"] for s in (await h.client.get("/quarantine/sites", headers=staff)).json()] == ["yc-hotel"]
+    # each room taken is announced (the dashboard's "held at a site"), counting for the home city
+    held = await events(h, "quarantine.admitted")
+    assert sorted(e["site_id"] for e in held) == ["wh-hotel"] * 2 + ["yc-hotel"] * 3
+    assert {e["origin_region_code"] for e in held} == {HOME} and {e["site_kind"] for e in held} == {"hotel"}
 
     # a contact in the home city turns positive: stage ends, hotel room freed, hospital bed at once
     await site(h, "wh-hospital", "hospital", "420104", 1)
@@ -159,7 +163,10 @@ async def test_contacts_fill_the_home_city_then_supporting_cities_and_alert_low_
                             resulted_at=at("2026-06-28"))
     await h.bus.publish([Envelope.wrap(positive, source="testing", key=first.person_key,
                                        occurred_at=at("2026-06-28"))])
-    [admitted] = await eventually(lambda: events(h, "quarantine.admitted"))
+    async def hospital_admissions():
+        return [e for e in await events(h, "quarantine.admitted") if e["site_kind"] != "hotel"]
+
+    [admitted] = await eventually(hospital_admissions)
     assert admitted["site_id"] == "wh-hospital" and admitted["site_kind"] == "hospital"
     assert admitted["origin_region_code"] == HOME and admitted["region_code"] == "420104"
     [order] = await orders_of(h, first.person_key)
@@ -175,7 +182,7 @@ async def test_contacts_fill_the_home_city_then_supporting_cities_and_alert_low_
     await h.bus.publish([Envelope.wrap(TestPositive(person_key=second, barcode="T-2", lab_id="lab-1",
                                                     region_code=HOME, origin_region_code=HOME,
                                                     resulted_at=at("2026-06-28")), source="testing", key=second)])
-    admitted = await eventually(lambda: _at_least(events(h, "quarantine.admitted"), 2))
+    admitted = await eventually(lambda: _at_least(hospital_admissions(), 2))
     assert (admitted[1]["site_id"], admitted[1]["region_code"], admitted[1]["origin_region_code"]) == (
         "yc-fangcang", "420503", HOME)
 
