@@ -1,7 +1,7 @@
 """Quarantine figures: orders planned per second for 100,000 returnees, and placing 20,000
 contacts into the sites of seven cities (跨市支援), in one run.
 
-    .venv/bin/python bench/quarantine.py [--returnees 100000] [--contacts 20000]
+    .venv/bin/python bench/quarantine_throughput.py [--returnees 100000] [--contacts 20000]
         [--backends sqlite,postgres] [--database-url postgresql+asyncpg://…] [--json out.json]
 
 Rows: (1) the pure planning function alone; (2) orders opened through the service's use case
@@ -25,22 +25,9 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-# This file is named like the service's package: take bench/ off the path so that
-# `import quarantine` finds the service, and load the shared helper by its path.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _load_components():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_components", _HERE / "_components.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_components = _load_components()
+import _components  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
