@@ -277,3 +277,19 @@ async def test_demo_login_only_outside_production(h, database_url: str) -> None:
                     jwt_secret="a-real-secret-of-some-length", person_key_secret="another-real-secret")
     async with running(create_app(prod)) as p:
         assert (await p.client.post("/dashboard/login", json={"region_code": SZ})).status_code == 404
+
+
+def test_every_screen_label_exists_in_both_languages() -> None:
+    """No browser on this machine (no Debian chromium): at least the page's labels and both
+    dictionaries must agree, so the language toggle never shows a bare key."""
+    import re
+
+    from dashboard.api import STATIC
+
+    html = (STATIC / "index.html").read_text()
+    script = (STATIC / "app.js").read_text()
+    zh = set(re.findall(r"(\w+): \"", script[script.index("zh: {"):script.index("en: {")]))
+    en = set(re.findall(r"(\w+): \"", script[script.index("en: {"):script.index("const state")]))
+    used = set(re.findall(r'data-i18n="(\w+)"', html)) | set(re.findall(r'\bt\("(\w+)"\)', script))
+    assert used and used <= zh and used <= en, (used - zh, used - en)
+    assert zh == en
