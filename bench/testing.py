@@ -171,7 +171,7 @@ async def ingest(database_url: str, bus_url: str, args, console: Console) -> dic
                     "result": "positive" if t["barcode"] in positive_pools or t["barcode"] in positive_singles
                     else "negative", "tested_at": datetime.now(UTC).isoformat()}
                    for i, t in enumerate(tubes) if t["barcode"] not in solo]
-        rbatches = [results[i:i + args.batch] for i in range(0, len(results), args.batch)]
+        rbatches = [results[i:i + args.result_batch] for i in range(0, len(results), args.result_batch)]
         res_lat: list[float] = []
         positive_batch_lat: list[float] = []
         r0 = time.perf_counter()
@@ -317,7 +317,8 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients on PostgreSQL")
     parser.add_argument("--sqlite-clients", type=int, default=1,
                         help="SQLite has one writer: more clients only queue on its lock")
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=1000, help="tubes per POST")
+    parser.add_argument("--result-batch", type=int, default=1000, help="results per POST")
     parser.add_argument("--solo", type=int, default=200, help="positive pools posted one per request")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--database-url", help="postgresql+asyncpg://… (default: start a throw-away server)")
