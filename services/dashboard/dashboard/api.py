@@ -297,8 +297,9 @@ async def live_stream(request: Request, principal: Reader, region_code: RegionQ 
 
 
 @router.post("/webhooks", status_code=201)
-async def register_webhook(session: DbSession, principal: Hooks, body: WebhookIn) -> dict:
-    return await service.register_webhook(session, principal, body)
+async def register_webhook(request: Request, session: DbSession, principal: Hooks, body: WebhookIn) -> dict:
+    return await service.register_webhook(session, principal, body,
+                                          require_https=request.app.state.settings.env == "production")
 
 
 @router.get("/webhooks")

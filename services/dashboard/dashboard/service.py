@@ -92,7 +92,9 @@ async def reports_of_day(session: AsyncSession, region_code: str | None, day: da
 async def missing_reports(session: AsyncSession, region_code: str | None, day: date, cutoff_hour: int) -> dict:
     """Units of the region with no report for ``day`` filed by the cut-off (late ones are listed apart)."""
     cutoff = cutoff_moment(day, cutoff_hour)
-    units = (await session.execute(select(Unit).where(in_region(Unit.region_code, region_code))
+    # A unit registered after the day's cut-off did not owe that day's report.
+    units = (await session.execute(select(Unit).where(in_region(Unit.region_code, region_code),
+                                                      Unit.created_at <= cutoff)
                                    .order_by(Unit.region_code, Unit.unit_id))).scalars().all()
     reports = {r.unit_id: r for r in (await session.execute(
         select(UnitReport).where(UnitReport.day == day, in_region(UnitReport.region_code, region_code))
@@ -197,9 +199,13 @@ async def update_rectification(session: AsyncSession, principal: Principal, rid:
 # --- webhooks -------------------------------------------------------------------------
 
 
-async def register_webhook(session: AsyncSession, principal: Principal, body: WebhookIn) -> dict:
+async def register_webhook(session: AsyncSession, principal: Principal, body: WebhookIn,
+                           require_https: bool = False) -> dict:
     if not principal.sees_everything and not principal.regions:
         raise Invalid(["token"], "a webhook needs a caller with a region")
+    if require_https and body.url.scheme != "https":
+        # Deliveries carry counts and a signature, but the secret-bearing channel should be encrypted.
+        raise Invalid(["body", "url"], "webhooks must use https in production")
     hook = Webhook(id=str(uuid.uuid4()), url=str(body.url), event_types=json.dumps(body.event_types),
                    secret=body.secret,
                    # The hook sees what its owner sees: deliveries are filtered by these prefixes.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from openpyxl import load_workbook
@@ -175,6 +175,13 @@ async def test_unit_reports_zero_reports_and_missing_units(h) -> None:
     assert (await h.client.post("/dashboard/units", json={"unit_id": "x", "name": "x", "region_code": "440106"},
                                 headers=sz)).status_code == 403
     yesterday = today_local() - timedelta(days=1)
+    # The units existed well before yesterday's cut-off (registered "now" they would not owe it).
+    from sqlalchemy import update
+    from dashboard.models import Unit
+    async with h.session() as session, session.begin():
+        await session.execute(update(Unit).values(created_at=datetime.now(UTC) - timedelta(days=3)))
+    assert (await h.client.post("/dashboard/units", json={"unit_id": "nanshan-new", "name": "新设单位",
+                                                          "region_code": "440305"}, headers=sz)).status_code == 201
     grid = h.headers(Role.grid_worker, regions=["440305"])
     zero = await h.client.post("/dashboard/unit-reports", json={"unit_id": "nanshan-st-1",
                                                                 "date": yesterday.isoformat(), "zero": True},
@@ -198,7 +205,8 @@ async def test_unit_reports_zero_reports_and_missing_units(h) -> None:
     assert filed.status_code == 201
     missing = (await h.client.get("/dashboard/unit-reports/missing", params={"date": yesterday.isoformat()},
                                   headers=sz)).json()
-    assert [u["unit_id"] for u in missing["missing"]] == ["futian-v-1"]  # Guangzhou's unit is not Shenzhen's
+    # Guangzhou's unit is not Shenzhen's; the unit registered today did not owe yesterday's report.
+    assert [u["unit_id"] for u in missing["missing"]] == ["futian-v-1"]
     assert {u["unit_id"] for u in missing["late"]} == {"nanshan-st-1", "nanshan-st-2"}
     assert missing["registered"] == 3 and missing["zero_reports"] == 1
     # The missed report becomes a finding in the ledger, once.
@@ -277,6 +285,13 @@ async def test_demo_login_only_outside_production(h, database_url: str) -> None:
                     jwt_secret="a-real-secret-of-some-length", person_key_secret="another-real-secret")
     async with running(create_app(prod)) as p:
         assert (await p.client.post("/dashboard/login", json={"region_code": SZ})).status_code == 404
+        hook = {"event_types": ["test.positive"], "secret": "a-long-enough-secret"}
+        integration = p.headers(Role.integration, regions=[SZ])
+        plain = await p.client.post("/dashboard/webhooks", json={**hook, "url": "http://cc.example/h"},
+                                    headers=integration)
+        assert plain.status_code == 422 and plain.json()["detail"][0]["loc"] == ["body", "url"]
+        assert (await p.client.post("/dashboard/webhooks", json={**hook, "url": "https://cc.example/h"},
+                                    headers=integration)).status_code == 201
 
 
 def test_every_screen_label_exists_in_both_languages() -> None:
