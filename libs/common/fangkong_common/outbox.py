@@ -116,6 +116,9 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.retention = retention
         self._wake = asyncio.Event()
+        # One batch at a time per relay: SQLite has no SKIP LOCKED, so a second caller in
+        # the same process (a test flushing, the loop) would otherwise publish rows twice.
+        self._publishing = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._last_purge = datetime.min.replace(tzinfo=UTC)
 
@@ -133,7 +136,7 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch; returns how many rows were published."""
-        async with self.database.sessionmaker() as session, session.begin():
+        async with self._publishing, self.database.sessionmaker() as session, session.begin():
             rows = (
                 await session.execute(
                     select(OutboxMessage.seq, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.envelope)

@@ -1,6 +1,6 @@
 """Testing figures on the city-of-10M workload, in one run.
 
-    .venv/bin/python bench/testing.py [--tubes 100000] [--prevalence 1e-3] [--backends sqlite,postgres]
+    .venv/bin/python bench/testing_throughput.py [--tubes 100000] [--prevalence 1e-3] [--backends sqlite,postgres]
         [--database-url postgresql+asyncpg://…] [--kafka] [--clients 4] [--batch 1000]
         [--plan-sites 1000 --plan-labs 200 --plan-slots 48] [--city-tubes 1000000] [--json out.json]
 
@@ -39,22 +39,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-# This file is named like the service's package: take bench/ off the path so that
-# `import testing` finds the service, and load the shared helper by its path.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _load_components():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_components", _HERE / "_components.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_components = _load_components()
+import _components  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
