@@ -184,8 +184,8 @@ async def daily_report(request: Request, session: DbSession, principal: Reader, 
 
 @router.get("/exports/{table}")
 async def export(request: Request, session: DbSession, principal: Reader,
-                 table: Literal["kpis", "metrics", "regions", "sites", "missing_units", "rectifications",
-                                "unit_reports"],
+                 table: Literal["kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units",
+                                "rectifications", "unit_reports"],
                  format: Literal["csv", "xlsx"] = "csv", region_code: RegionQ = None, date: DateQ = None,
                  lang: LangQ = "zh") -> Response:
     region = scope(principal, region_code)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard import queries, service
-from dashboard.domain.rules import CHINA_TZ, neutralise
+from dashboard.domain.rules import CHINA_TZ, METRICS, neutralise
 
 TEXT = {
     "title": ("疫情防控日报", "Epidemic prevention daily report"),
@@ -219,7 +219,8 @@ def table_to_xlsx(title: str, header: list[str], rows: list[list]) -> bytes:
     return _save(wb)
 
 
-EXPORT_TABLES = ("kpis", "metrics", "regions", "sites", "missing_units", "rectifications", "unit_reports")
+EXPORT_TABLES = ("kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units", "rectifications",
+                 "unit_reports")
 
 
 async def export_table(session: AsyncSession, name: str, region_code: str | None, day: date, lang: str,
@@ -237,6 +238,15 @@ async def export_table(session: AsyncSession, name: str, region_code: str | None
                     rows.append([section["title"], row["metric"], row["label"], dim["label"], dim["today"],
                                  dim["to_date"]])
         return ["section", "metric", "label", "dimension", "today", "to_date"], rows
+    if name == "series":  # the screen's trend charts: 14 days up to the date, every metric
+        series = await queries.series(session, region_code, day - timedelta(days=13), day, list(METRICS), lang)
+        days = [p["date"] for p in series[0]["points"]]
+        return (["metric", "label", "kind", *days],
+                [[s["name"], s["label"], s["kind"], *[p["value"] for p in s["points"]]] for s in series])
+    if name == "vaccination":
+        rows = await service.vaccination_progress(session, region_code, day, lang)
+        header = ["age_group", "label", "people", "doses", "target", "ratio", "deadline", "overdue"]
+        return header, [[r[h] if r[h] is not None else "" for h in header] for r in rows]
     if name == "regions":
         rows = await queries.drilldown(session, region_code, day, lang)
         header = list(rows[0]) if rows else ["region_code"]

@@ -260,9 +260,13 @@ async def test_rectification_ledger_and_exports_neutralise_formulas(h) -> None:
     xlsx = await h.client.get("/dashboard/exports/rectifications", params={"format": "xlsx"}, headers=sz)
     ws = load_workbook(io.BytesIO(xlsx.content)).active
     assert ws["C2"].value.startswith("'=HYPERLINK") and ws["C2"].data_type == "s"
-    for table in ("kpis", "metrics", "regions", "sites", "missing_units", "unit_reports"):
-        r = await h.client.get(f"/dashboard/exports/{table}", params={"format": "xlsx"}, headers=sz)
-        assert r.status_code == 200, table
+    for table in ("kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units", "unit_reports"):
+        for fmt in ("csv", "xlsx"):
+            r = await h.client.get(f"/dashboard/exports/{table}", params={"format": fmt}, headers=sz)
+            assert r.status_code == 200, (table, fmt)
+    series = await h.client.get("/dashboard/exports/series", params={"format": "csv"}, headers=sz)
+    series_rows = list(csv.reader(io.StringIO(series.content.decode("utf-8-sig"))))
+    assert series_rows[0][:3] == ["metric", "label", "kind"] and len(series_rows[0]) == 3 + 14
     assert (await h.client.get("/dashboard/exports/people", headers=sz)).status_code == 422
 
 
