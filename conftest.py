@@ -125,4 +125,5 @@ def bus_url(request: pytest.FixtureRequest) -> str:
     """Each bus test runs on the in-process bus and on the real Kafka broker."""
     if request.param == "memory":
         return f"memory://test-{uuid.uuid4().hex}"
-    return request.getfixturevalue("kafka_broker").url
+    # A namespace of its own on the session's broker: no test reads another's events.
+    return f"{request.getfixturevalue('kafka_broker').url}?namespace=t{uuid.uuid4().hex[:12]}"

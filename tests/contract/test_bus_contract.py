@@ -227,3 +227,27 @@ async def test_a_kafka_consumer_rides_out_a_broker_restart(kafka_broker) -> None
     finally:
         await sub.stop()
         await bus.stop()
+
+
+@pytest.mark.kafka
+async def test_kafka_namespaces_share_a_broker_without_seeing_each_other(kafka_broker) -> None:
+    from fangkong_common.bus import create_bus
+
+    topic = unique_topic("shared-name")
+    staging = create_bus(f"{kafka_broker.url}?namespace=staging{uuid.uuid4().hex[:6]}", partitions=2)
+    production = create_bus(f"{kafka_broker.url}?namespace=prod{uuid.uuid4().hex[:6]}", partitions=2)
+    await staging.start()
+    await production.start()
+    try:
+        await staging.publish([event(topic, "k", seq=1)])
+        await production.publish([event(topic, "k", seq=2), event(topic, "k", seq=3)])
+        # The same topic and group names in each namespace: each reads its own events only.
+        seen_staging = await collect_raw(staging, topic, 1)
+        seen_production = await collect_raw(production, topic, 2)
+        await asyncio.sleep(1.0)
+        assert [r.topic for r in seen_staging] == [topic]  # the application sees plain names
+        assert len(seen_staging) == 1 and len(seen_production) == 2
+        assert [Envelope.from_bytes(r.value).payload["seq"] for r in seen_production] == [2, 3]
+    finally:
+        await staging.stop()
+        await production.stop()

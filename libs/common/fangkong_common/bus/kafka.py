@@ -45,7 +45,13 @@ log = logging.getLogger("fangkong.bus.kafka")
 
 
 class KafkaBus(Bus):
-    """``kafka://host:port[,host:port]?partitions=6&replication=1&client_id=registry``."""
+    """``kafka://host:port[,host:port]?partitions=6&replication=1&client_id=registry&namespace=staging``.
+
+    A ``namespace`` prefixes every topic and consumer group on the broker
+    (``staging.test.positive``), so several deployments — or tests — can share
+    one cluster without reading each other's events. The application keeps
+    using the plain topic names.
+    """
 
     def __init__(self, url: str, *, partitions: int = 6, replication: int = 1, client_id: str = "fangkong") -> None:
         parsed = urlparse(url)
@@ -57,6 +63,8 @@ class KafkaBus(Bus):
         self.partitions = int(query.get("partitions", partitions))
         self.replication = int(query.get("replication", replication))
         self.client_id = query.get("client_id", client_id)
+        namespace = query.get("namespace", "")
+        self._prefix = f"{namespace}." if namespace else ""
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
         self._known_topics: set[str] = set()
@@ -108,6 +116,14 @@ class KafkaBus(Bus):
             return False
 
     # --- topics ---------------------------------------------------------
+    def wire(self, name: str) -> str:
+        """The broker's name of a topic or group."""
+        return self._prefix + name
+
+    def local(self, name: str) -> str:
+        """The application's name of a broker topic."""
+        return name[len(self._prefix):] if self._prefix and name.startswith(self._prefix) else name
+
     @contextlib.asynccontextmanager
     async def _admin(self) -> AsyncIterator[AIOKafkaAdminClient]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin",
@@ -121,7 +137,7 @@ class KafkaBus(Bus):
             await admin.close()
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
-        missing = [t for t in dict.fromkeys(topics) if t not in self._known_topics]
+        missing = [self.wire(t) for t in dict.fromkeys(topics) if self.wire(t) not in self._known_topics]
         if not missing:
             return
         async with self._admin() as admin:
@@ -140,8 +156,9 @@ class KafkaBus(Bus):
 
     async def committed_offsets(self, group: str) -> dict[tuple[str, int], int]:
         async with self._admin() as admin:
-            offsets = await admin.list_consumer_group_offsets(group)
-        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+            offsets = await admin.list_consumer_group_offsets(self.wire(group))
+        return {(self.local(tp.topic), tp.partition): meta.offset for tp, meta in offsets.items()
+                if meta.offset >= 0}
 
     # --- publish --------------------------------------------------------
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
@@ -157,7 +174,7 @@ class KafkaBus(Bus):
         producer = await self._ensure_producer()
         try:
             futures = [
-                await producer.send(topic, value, key=key, headers=list(headers))
+                await producer.send(self.wire(topic), value, key=key, headers=list(headers))
                 for topic, key, value, headers in records
             ]
             await asyncio.gather(*futures)
@@ -206,7 +223,7 @@ class KafkaSubscription(Subscription):
         if self._consumer is None:
             return set()
         try:
-            return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            return {(self._bus.local(tp.topic), tp.partition) for tp in self._consumer.assignment()}
         except IllegalStateError:
             return set()
 
@@ -214,10 +231,10 @@ class KafkaSubscription(Subscription):
         delay = 0.2
         while True:
             consumer = AIOKafkaConsumer(
-                *self.topics,
+                *(self._bus.wire(t) for t in self.topics),
                 bootstrap_servers=self._bus.bootstrap,
                 client_id=f"{self._bus.client_id}-{self.group}-{self._instance}",
-                group_id=self.group,
+                group_id=self._bus.wire(self.group),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self._max_batch,
@@ -254,7 +271,7 @@ class KafkaSubscription(Subscription):
             if not batches:
                 continue
             records = [
-                Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+                Record(self._bus.local(m.topic), m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
                 for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition))
                 for m in batches[tp]
             ]
