@@ -68,6 +68,7 @@ async def test_the_embedded_platform_routes_each_prefix_to_its_service(tmp_path:
                 assert (await client.get(f"/{name}/healthz")).json()["service"] == name
             ready = await client.get("/readyz")
             assert ready.status_code == 200 and all(ready.json()["checks"].values())
+            assert 'service="registry"' in (await client.get("/metrics")).text
     assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted(f"{n}.db" for n in SERVICE_NAMES)
 
 

@@ -12,7 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from fangkong_cli.services import SERVICES
@@ -56,6 +57,11 @@ def create_platform(settings_overrides: dict | None = None, names: Sequence[str]
     @root.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok", "services": sorted(apps)}
+
+    @root.get("/metrics")
+    async def metrics() -> Response:
+        # One Prometheus registry per process: every embedded service's series.
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @root.get("/readyz")
     async def readyz() -> JSONResponse:

@@ -118,7 +118,9 @@ def _ops_router(name: str) -> APIRouter:
         router.add_api_route(f"{prefix}/healthz", healthz, methods=["GET"], include_in_schema=in_schema)
         router.add_api_route(f"{prefix}/readyz", readyz, methods=["GET"], include_in_schema=in_schema,
                              responses={503: {"description": "database or bus not reachable"}})
-        router.add_api_route(f"{prefix}/metrics", metrics_endpoint, methods=["GET"], include_in_schema=in_schema)
+    # Prometheus only at the root: /<service>/metrics is the services' own namespace (the
+    # dashboard's time series live there). The embedded platform serves the one registry at /metrics.
+    router.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
     return router
 
 

@@ -29,16 +29,5 @@ def create_app(settings: Settings | None = None, *, webhook_transport: httpx.Asy
     app.state.webhook_transport = webhook_transport
     app.include_router(api.screen_router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
-    _contract_before_ops(app)
     return app
 
-
-def _contract_before_ops(app: FastAPI) -> None:
-    """The issue fixes GET /dashboard/metrics as the time series, while the shared skeleton also
-    serves Prometheus there (and at /metrics). Match the contract first: Prometheus stays at /metrics."""
-    def is_ops(route) -> bool:
-        inner = getattr(route, "original_router", None)
-        return inner is not None and any(getattr(r, "path", "") == "/healthz" for r in inner.routes)
-
-    ops = [r for r in app.router.routes if is_ops(r)]
-    app.router.routes[:] = [r for r in app.router.routes if not is_ops(r)] + ops
