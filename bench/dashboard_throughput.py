@@ -1,6 +1,6 @@
 """Dashboard read models: events/s they absorb, and KPI query latency on large read models.
 
-    .venv/bin/python bench/dashboard.py [--people 200000] [--rounds 2] [--kafka HOST:PORT]
+    .venv/bin/python bench/dashboard_throughput.py [--people 200000] [--rounds 2] [--kafka HOST:PORT]
         [--database-url URL] [--counter-people 10000000] [--queries 400] [--skip-kafka] [--json out.json]
 
 (a) projection: a province's events for --people people (returnees, contacts,
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import random
 import statistics
@@ -31,13 +30,9 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-# This file is bench/dashboard.py: with its folder first on sys.path, "import dashboard" would
-# import itself. Drop the folder and load the shared helper by path.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-_spec = importlib.util.spec_from_file_location("_components", HERE / "_components.py")
-_components = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_components)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _components  # noqa: E402
 
 import httpx  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
