@@ -36,6 +36,7 @@ from registry.models import (Case, Checkpoint, CheckpointPass, ContactLink, Gath
                              VaccinationTarget)
 
 SOURCE = "registry"
+TRACERS_ACROSS_REGIONS = frozenset({Role.admin, Role.commander, Role.medical, Role.integration})
 PII_FIELDS = ("id_number", "phone", "address")
 
 
@@ -98,12 +99,17 @@ class Registry:
         return number, parsed.birth_date, parsed.sex
 
     async def register(self, session: AsyncSession, principal: Principal, data: schemas.PersonIn, *,
-                       via: str = "api", loc: tuple = ("body",)) -> tuple[Person, bool]:
-        require_person_scope(principal, data.region_code, data.grid)
+                       via: str = "api", loc: tuple = ("body",), any_region: bool = False) -> tuple[Person, bool]:
+        """``any_region``: contact tracing across regions (协查) — the person may live anywhere;
+        the caller then gets ids and degrees back, never the person's data."""
+        if not any_region:
+            require_person_scope(principal, data.region_code, data.grid)
         number, birth_date, sex = self.check_identity(data, loc)
         key = self.key_of(data.id_type, number)
         existing = await session.get(Person, key)
         if existing is not None:
+            if any_region:
+                return existing, False
             try:
                 require_person_scope(principal, existing.region_code, existing.grid)
             except HTTPException:
@@ -505,8 +511,16 @@ class Registry:
 
     async def add_contact(self, session: AsyncSession, principal: Principal,
                           data: schemas.ContactIn) -> tuple[ContactLink, bool]:
+        # A case in one city has contacts living in others: tracers (not grid workers) record them
+        # wherever they live, and the contact's own city receives contact.identified for its region.
+        cross_region = principal.role in TRACERS_ACROSS_REGIONS
         if data.person is not None:
-            person, _ = await self.register(session, principal, data.person, via="contact", loc=("body", "person"))
+            person, _ = await self.register(session, principal, data.person, via="contact", loc=("body", "person"),
+                                            any_region=cross_region)
+        elif cross_region:
+            person = await session.get(Person, data.person_id or "")
+            if person is None:
+                raise NotFound(f"person {data.person_id} not found")
         else:
             person = await self.get_visible(session, principal, data.person_id or "")
         source = data.source_person_id

@@ -297,9 +297,26 @@ async def test_contacts_degrees_graph_and_events(service: ServiceHarness) -> Non
     announced = [(e["person_key"], e["degree"]) for e in await events(service, "contact.identified")]
     assert announced == [(close.json()["person_id"], 1), (secondary.json()["person_id"], 2),
                          (secondary.json()["person_id"], 1)]
+    # A contact living in another city (协查): recorded, announced for their own region, nothing of them shown.
+    elsewhere = await service.client.post("/registry/contacts", headers=commander, json={
+        "person": {**person_body(35), "region_code": "420102"}, "source_person_id": case["id"],
+        "exposure_at": exposure, "setting": "transport", "reported_by": "流调组"})
+    assert elsewhere.status_code == 201 and elsewhere.json()["degree"] == 1
+    assert set(elsewhere.json()) == {"id", "person_id", "source_person_id", "case_person_id", "degree",
+                                     "exposure_at", "setting", "created"}
+    assert (await service.client.get(f"/registry/persons/{elsewhere.json()['person_id']}",
+                                     headers=commander)).status_code == 404
+    [wuhan] = [e for e in await events(service, "contact.identified") if e["person_key"] == elsewhere.json()["person_id"]]
+    assert wuhan["region_code"] == "420102"
+    worker = service.headers(Role.grid_worker, regions=[SZ], grids=["g1"])
+    refused = await service.client.post("/registry/contacts", headers=worker, json={
+        "person": {**person_body(36), "region_code": "420102"}, "source_person_id": case["id"],
+        "exposure_at": exposure, "setting": "transport", "reported_by": "网格员"})
+    assert refused.status_code == 403
     graph = (await service.client.get(f"/registry/persons/{case['id']}/contacts", headers=commander)).json()
     assert graph["is_case"] is True
-    tree = {n["person_id"]: [c["person_id"] for c in n["contacts"]] for n in graph["contacts"]}
+    tree = {n["person_id"]: [c["person_id"] for c in n["contacts"]] for n in graph["contacts"]
+            if n["person_id"] != elsewhere.json()["person_id"]}
     # Each person appears once, on their shortest chain to the case.
     assert tree == {close.json()["person_id"]: [], secondary.json()["person_id"]: []}
     chain = (await service.client.get(f"/registry/persons/{close.json()['person_id']}/contacts",
