@@ -167,7 +167,7 @@ async def run(args: argparse.Namespace, server_dsn: str) -> dict:
             seed_started = time.perf_counter()
             await seed_travel(dsn, args.travel, args.seed)
             console.print(f"seeded {args.travel} travel records in {time.perf_counter() - seed_started:.1f} s")
-            area_code = COUNTIES[7]
+            area_code = args.area
             conn = await asyncpg.connect(dsn)
             started = time.perf_counter()
             expected = await conn.fetchval(
@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=20000)
     parser.add_argument("--travel", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--area", default=COUNTIES[7],
+                        help="region code of the declared area (a province code flags ~10%% of the records)")
     parser.add_argument("--database-url", help="a PostgreSQL server (postgresql://user@host:port/db); default: start one")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
