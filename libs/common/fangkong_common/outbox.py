@@ -73,15 +73,16 @@ _relays: "weakref.WeakKeyDictionary[object, set[OutboxRelay]]" = weakref.WeakKey
 def _write_rows(session: Session, _flush_context, _instances) -> None:
     rows = session.info.pop(_ROWS, None)
     if rows:
-        # Runs inside the async session's greenlet, where the sync API is allowed.
-        session.execute(insert(OutboxMessage), rows)
+        # Runs inside the async session's greenlet, where the sync API is allowed. The Core
+        # table, not the ORM entity: a plain executemany without the ORM's bulk bookkeeping.
+        session.execute(insert(OutboxMessage.__table__), rows)
 
 
 @event.listens_for(Session, "before_commit")
 def _write_rows_before_commit(session: Session) -> None:
     rows = session.info.pop(_ROWS, None)
     if rows:
-        session.execute(insert(OutboxMessage), rows)
+        session.execute(insert(OutboxMessage.__table__), rows)
 
 
 @event.listens_for(Session, "after_commit")
