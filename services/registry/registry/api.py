@@ -13,9 +13,10 @@ from fangkong_common.auth import Principal, Role, require_roles
 from fangkong_common.db import DbSession
 from fangkong_common.errors import Invalid, NotFound
 from fangkong_common.events.schemas import ReturneeCategory
+
 from registry import imports, schemas
 from registry.models import Checkpoint, Gathering, Person, PossibleDuplicate, RiskArea
-from registry.service import Registry, contact_out, person_scope, require_person_scope
+from registry.service import Registry, contact_out, person_scope
 
 router = APIRouter(prefix="/registry", tags=["registry"])
 

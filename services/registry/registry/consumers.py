@@ -6,6 +6,7 @@ from fangkong_common.app import ConsumerSpec
 from fangkong_common.events import topics
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import CaseClassified, TestPositive
+
 from registry.service import case_classified, case_positive
 
 

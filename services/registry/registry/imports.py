@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import IO, Any
 
+from fastapi import HTTPException
 from openpyxl import Workbook, load_workbook
 from openpyxl.styles import Font, PatternFill
-from fastapi import HTTPException
 from pydantic import ValidationError
 
 from fangkong_common.errors import Invalid
@@ -146,7 +146,7 @@ def _csv_rows(stream: IO[bytes]) -> Iterator[list[str]]:
     try:
         yield from csv.reader(text)
     except UnicodeDecodeError:
-        raise ImportFileError(f"文件编码无法识别 (the file is neither UTF-8 nor GBK)") from None
+        raise ImportFileError("文件编码无法识别 (the file is neither UTF-8 nor GBK)") from None
     except csv.Error as exc:
         raise ImportFileError(f"CSV格式错误 (malformed CSV: {exc})") from None
     finally:

@@ -3,6 +3,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from fangkong_common.app import create_service_app
+
 from registry import api, consumers
 from registry.config import Settings
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+
 import pytest
 
 from fangkong_common.testing import ServiceHarness, running
+
 from registry.config import Settings
 from registry.main import create_app
 

@@ -15,6 +15,7 @@ from fangkong_common.auth import Role
 from fangkong_common.events.schemas import CaseClass, CaseClassified, TestPositive
 from fangkong_common.outbox import OutboxMessage
 from fangkong_common.testing import ServiceHarness, eventually
+
 from registry.domain.idcard import make_resident_id
 from registry.imports import COLUMNS
 from registry.models import Person, RiskFlag, TravelRecord

@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 
 from fangkong_common.events.schemas import ReturneeCategory
+
 from registry.domain import rules
 from registry.domain.idcard import IdNumberError, check_character, make_resident_id, parse_resident_id
 

@@ -13,6 +13,7 @@ from fangkong_common.events import topics
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import TestPositive
 from fangkong_common.testing import eventually, running
+
 from registry.config import Settings
 from registry.domain.idcard import make_resident_id
 from registry.main import create_app

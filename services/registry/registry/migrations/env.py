@@ -1,4 +1,5 @@
 from fangkong_common.migrations import run_env
+
 from registry.models import Base
 
 run_env(Base.metadata)

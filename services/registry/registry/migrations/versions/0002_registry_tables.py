@@ -6,11 +6,10 @@ Revises: registry_0001
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from fangkong_common.migrations import create_pii_audit_table
-
 
 # revision identifiers, used by Alembic.
 revision: str = 'registry_0002'
