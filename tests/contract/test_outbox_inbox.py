@@ -199,3 +199,23 @@ async def test_two_relays_on_postgresql_publish_each_event_once(postgres_url: st
     published = [Envelope.from_bytes(r.value).id for r in bus.records(topic)]
     assert len(published) == len(set(published)) == 2000
     assert set(published) == {e.id for e in written}
+
+
+async def test_add_many_keeps_call_order_and_rolls_back_with_the_transaction(database: Database) -> None:
+    topic = unique_topic("bulk")
+    first = event(topic, "k", seq=0)
+    bulk = [event(topic, f"k{n}", seq=n) for n in range(1, 2001)]
+    last = event(topic, "k", seq=2001)
+    async with database.sessionmaker() as session, session.begin():
+        outbox.add(session, first)  # buffered until a flush
+        await outbox.add_many(session, bulk)  # COPY on PostgreSQL: must land after `first`
+        outbox.add(session, last)
+    lost = [event(topic, "gone", seq=n) for n in range(5)]
+    with pytest.raises(RuntimeError):
+        async with database.sessionmaker() as session, session.begin():
+            await outbox.add_many(session, lost)
+            raise RuntimeError("the use case failed")
+    async with database.sessionmaker() as session:
+        stored = (await session.scalars(select(OutboxMessage.event_id).where(OutboxMessage.topic == topic)
+                                        .order_by(OutboxMessage.seq))).all()
+    assert stored == [str(e.id) for e in [first, *bulk, last]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, delete, event, func, insert, select, update
@@ -62,6 +63,33 @@ def add(session: AsyncSession, *envelopes: Envelope) -> None:
     rows.extend(
         {"event_id": str(e.id), "topic": e.type, "key": e.key, "envelope": e.model_dump_json()} for e in envelopes
     )
+    session.sync_session.info[_PENDING_FLAG] = True
+
+
+async def add_many(session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+    """Like ``add`` for a large batch (thousands of events from one set-based use case),
+    written at once: by COPY on PostgreSQL, one executemany on SQLite. Still in the
+    caller's transaction; events buffered by ``add`` before it are written first, so
+    the order of the outbox is the order of the calls."""
+    if not envelopes:
+        return
+    buffered = session.sync_session.info.pop(_ROWS, None)
+    if buffered:  # what add() buffered goes in first (a flush of a clean session would not write it)
+        await session.execute(insert(OutboxMessage.__table__), buffered)
+    rows = [(str(e.id), e.type, e.key, e.model_dump_json()) for e in envelopes]
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        raw = await connection.get_raw_connection()
+        if not raw.driver_connection.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter opens the transaction on its first statement: a COPY
+            # straight on the driver before that would commit on its own, outside the use case.
+            await session.execute(select(1))
+        await raw.driver_connection.copy_records_to_table(
+            OutboxMessage.__tablename__, records=rows, columns=["event_id", "topic", "key", "envelope"])
+    else:
+        await session.execute(insert(OutboxMessage.__table__), [
+            {"event_id": event_id, "topic": topic, "key": key, "envelope": envelope}
+            for event_id, topic, key, envelope in rows])
     session.sync_session.info[_PENDING_FLAG] = True
 
 

@@ -191,8 +191,9 @@ class Travel(RegistryBase):
             select(RiskFlag.person_key, RiskFlag.travel_record_id, Person.region_code, Person.grid)
             .join(Person, Person.person_key == RiskFlag.person_key)
             .where(RiskFlag.risk_area_id == area.id))).all()
-        outbox.add(session, *(Envelope.wrap(self._flag_event(area, key, region, grid, record), source=SOURCE, key=key)
-                              for key, record, region, grid in flagged))
+        # Thousands of events at once (a province-wide area): written in one COPY.
+        await outbox.add_many(session, [Envelope.wrap(self._flag_event(area, key, region, grid, record), source=SOURCE,
+                                                      key=key) for key, record, region, grid in flagged])
         return len(flagged)
 
     async def lift_risk_area(self, session: AsyncSession, principal: Principal, area_id: str) -> RiskArea:
