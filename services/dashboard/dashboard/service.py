@@ -1,6 +1,6 @@
 """Use cases of what people file on the dashboard: reporting units and their daily
 reports (日报/零报告), the rectification ledger (整改台账), webhooks. The read models
-are written only by the consumer (readmodel.py). The dashboard emits no events."""
+are written only by the consumer (the readmodel package). The dashboard emits no events."""
 
 from __future__ import annotations
 

@@ -1,119 +1,34 @@
-"""The projection: a batch of new events (already claimed in the inbox, in the
-same transaction) becomes counter changes.
-
-Per batch: load the state rows the events touch (a few SELECT … IN), apply the
-events to them in Python, write new and changed rows back with executemany, then
-upsert the summed counter changes in one statement per 500 rows. Derived states
-(a returnee under management, a due test taken, a positive admitted) are
-recomputed from the person's facts, so the numbers do not depend on the order
-the topics arrive in, and a repeated fact changes nothing.
-"""
+"""The projector: a batch of events applied to the state rows they touch, per event family,
+then the derived states recomputed and everything written back in one go."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dashboard.domain.rules import TREATMENT_SITES, local_day, needs_site
+from dashboard.models import Change, Fact, Once, Order, Positive, Returnee, Site, TestDue, Tube
+from dashboard.readmodel.counters import upsert_counters
+from dashboard.readmodel.deliveries import webhook_deliveries
+from dashboard.readmodel.events import admission_dim, once_key
+from dashboard.readmodel.store import WRITE_CHUNK, Outcome, Table, dialect_insert, load
+from fangkong_common.events import schemas as ev
 from fangkong_common.events import topics
 from fangkong_common.events.envelope import Envelope
-from fangkong_common.events import schemas as ev
 
-from dashboard.domain.rules import TREATMENT_SITES, local_day, needs_site
-from dashboard.models import (Change, Counter, Delivery, Fact, Once, Order, Positive, Returnee, Site, TestDue,
-                              Total, Tube, Webhook)
-
-IN_CHUNK = 2000
-WRITE_CHUNK = 500
 # An admission for treatment counts for a positive found up to this many days later
 # (admitted first, result confirmed in hospital), not for one found months later.
 ADMISSION_BEFORE_RESULT = timedelta(days=7)
 MANAGING_FACTS = ("ordered", "swabbed")
 
-CounterKey = tuple[str, str, date, str]  # metric, region_code, day, dimension
 
-
-def dialect_insert(session: AsyncSession, model):
-    """INSERT of the dialect (for ON CONFLICT), as Core on the table: executemany stays a plain
-    cursor.executemany instead of the ORM's per-row bulk bookkeeping."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(getattr(model, "__table__", model))
-
-
-async def load(session: AsyncSession, model, column: str, values: Iterable[Any], lock: bool = False) -> list[dict]:
-    """Rows whose ``column`` is in ``values``. With ``lock`` (state rows this batch may change) they are
-    locked FOR UPDATE on PostgreSQL, in primary-key order: two replicas holding events of the same
-    person then take turns instead of losing each other's update (SQLite has one writer anyway)."""
-    values = sorted(set(values))
-    rows: list[dict] = []
-    table = model.__table__
-    col = table.c[column]
-    for start in range(0, len(values), IN_CHUNK):
-        chunk = values[start:start + IN_CHUNK]
-        query = select(table).where(col.in_(chunk))
-        if lock and session.get_bind().dialect.name == "postgresql":
-            query = query.order_by(*table.primary_key.columns).with_for_update()
-        result = await session.execute(query)
-        rows.extend(dict(row) for row in result.mappings())
-    return rows
-
-
-@dataclass
-class Table:
-    """Rows of one state table loaded for a batch, and what the batch did to them."""
-    model: Any
-    rows: dict[Any, dict] = field(default_factory=dict)
-    new: set = field(default_factory=set)
-    dirty: set = field(default_factory=set)
-
-    def get(self, key):
-        return self.rows.get(key)
-
-    def create(self, key, row: dict) -> dict:
-        self.rows[key] = row
-        self.new.add(key)
-        return row
-
-    def set(self, key, **values) -> None:
-        self.rows[key].update(values)
-        if key not in self.new:
-            self.dirty.add(key)
-
-    async def write(self, session: AsyncSession) -> None:
-        new_rows = [self.rows[k] for k in sorted(self.new, key=str)]
-        for start in range(0, len(new_rows), WRITE_CHUNK):
-            await session.execute(self.model.__table__.insert(), new_rows[start:start + WRITE_CHUNK])
-        changed = [self.rows[k] for k in sorted(self.dirty, key=str)]
-        if changed:
-            # One Core executemany UPDATE … WHERE <primary key> (bind names apart from column names).
-            table = self.model.__table__
-            keys = [c.name for c in table.primary_key.columns]
-            others = [c.name for c in table.columns if c.name not in keys]
-            stmt = (update(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in keys))
-                    .values({o: bindparam(f"v_{o}") for o in others}))
-            await session.execute(stmt, [{**{f"k_{k}": row[k] for k in keys}, **{f"v_{o}": row[o] for o in others}}
-                                         for row in changed])
-
-
-@dataclass
-class Outcome:
-    """What a batch changed: summed counter deltas, and the deltas each event caused."""
-    deltas: dict[CounterKey, int] = field(default_factory=lambda: defaultdict(int))
-    by_event: dict[str, list[CounterKey]] = field(default_factory=lambda: defaultdict(list))
-    sites: list[dict] = field(default_factory=list)
-
-    def nonzero(self) -> dict[CounterKey, int]:
-        return {k: v for k, v in self.deltas.items() if v}
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored as UTC).
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Projector:
@@ -505,99 +420,6 @@ class Projector:
                          "delta": site["beds_total"] - site["beds_free"]} for site in self.out.sites]
         if change_rows:
             await s.execute(Change.__table__.insert(), change_rows)
-
-
-async def upsert_counters(session: AsyncSession, changes: dict[CounterKey, int]) -> None:
-    """Add the changes to their counters (per day) and to the running totals (all days):
-    INSERT … ON CONFLICT DO UPDATE value = value + excluded, as one executemany each, in
-    primary-key order so concurrent consumers lock rows in the same order (no deadlock)."""
-    rows = [{"metric": m, "region_code": r, "day": d, "dimension": dim, "value": n}
-            for (m, r, d, dim), n in sorted(changes.items())]
-    if not rows:
-        return
-    stmt = dialect_insert(session, Counter)
-    stmt = stmt.on_conflict_do_update(index_elements=["metric", "region_code", "day", "dimension"],
-                                      set_={"value": Counter.__table__.c.value + stmt.excluded.value})
-    await session.execute(stmt, rows)
-    totals: dict[tuple[str, str, str], int] = defaultdict(int)
-    for (m, r, _d, dim), n in changes.items():
-        totals[(m, r, dim)] += n
-    stmt = dialect_insert(session, Total)
-    stmt = stmt.on_conflict_do_update(index_elements=["metric", "region_code", "dimension"],
-                                      set_={"value": Total.__table__.c.value + stmt.excluded.value})
-    await session.execute(stmt, [{"metric": m, "region_code": r, "dimension": dim, "value": n}
-                                 for (m, r, dim), n in sorted(totals.items())])
-
-
-def admission_dim(first_kind: str | None, site_kind: str) -> str:
-    """'<stage kind>/<place>' of a person admitted to a site."""
-    if first_kind in ("centralized", "hospital"):
-        kind = first_kind
-    else:
-        kind = "hospital" if site_kind in TREATMENT_SITES else "centralized"
-    return f"{kind}/{site_kind}"
-
-
-def once_key(envelope: Envelope, p: Any) -> str | None:
-    """The identity of a fact counted once, whatever event id carries it."""
-    if isinstance(p, ev.PersonRiskFlagged):
-        return f"risk:{p.person_key}:{p.risk_area_id}"
-    if isinstance(p, ev.ContactIdentified):
-        return f"contact:{p.person_key}:{p.case_person_key or p.source_person_key}"
-    if isinstance(p, ev.CheckpointFever):
-        return f"fever:{p.checkpoint_id}:{p.observed_at.isoformat()}:{p.person_key or ''}"
-    if isinstance(p, ev.VaccinationRecorded):
-        return f"vacc:{p.person_key}:{p.dose_number}"
-    if isinstance(p, ev.GatheringFiled):
-        return f"gathering:{p.gathering_id}"
-    if isinstance(p, ev.QuarantineAdmitted):
-        return f"adm:{p.person_key}:{p.site_id}:{p.admitted_at.isoformat()}"
-    if isinstance(p, ev.TestPoolPositive):
-        return f"pool:{p.barcode}"
-    if isinstance(p, ev.TestingCapacityAlert):
-        # An alert has no id of its own: the same alert re-sent keeps its time.
-        return f"alert:{p.region_code}:{p.lab_id or ''}:{p.kind}:{envelope.occurred_at.isoformat()}"
-    return None
-
-
-def event_region(p: Any) -> str | None:
-    return getattr(p, "origin_region_code", None) or getattr(p, "region_code", None)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes (stored as UTC).
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-async def webhook_deliveries(session: AsyncSession, items: Sequence[tuple[Envelope, Any]], out: Outcome) -> int:
-    """Deliveries for the subscribed webhooks, in the transaction of the events that cause them."""
-    hooks = (await session.execute(select(Webhook).where(Webhook.active.is_(True)))).scalars().all()
-    if not hooks:
-        return 0
-    now = datetime.now(UTC)
-    rows = []
-    for envelope, p in items:
-        region = event_region(p)
-        for hook in hooks:
-            if envelope.type not in json.loads(hook.event_types):
-                continue
-            scope = json.loads(hook.regions)
-            if scope and not (region and any(region.startswith(prefix) for prefix in scope)):
-                continue
-            body = {
-                "event_id": str(envelope.id), "event_type": envelope.type,
-                "occurred_at": envelope.model_dump(mode="json")["occurred_at"], "region_code": region,
-                # Counts only: no person key, no name leaves the dashboard.
-                "changes": [{"metric": m, "region_code": r, "day": d.isoformat(), "dimension": dim, "delta": n}
-                            for m, r, d, dim, n in out.by_event.get(str(envelope.id), [])],
-            }
-            rows.append({"id": str(uuid.uuid4()), "webhook_id": hook.id, "event_id": str(envelope.id),
-                         "event_type": envelope.type, "body": json.dumps(body, ensure_ascii=False),
-                         "status": "pending", "attempts": 0, "next_attempt_at": now, "last_status_code": None,
-                         "last_error": None, "created_at": now, "delivered_at": None})
-    if rows:
-        await session.execute(dialect_insert(session, Delivery).on_conflict_do_nothing(), rows)
-    return len(rows)
 
 
 async def apply_batch(session: AsyncSession, envelopes: list[Envelope]) -> Outcome:
