@@ -41,6 +41,24 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def dialect_insert(target, table):
+    """INSERT with ON CONFLICT for the database in use (PostgreSQL or SQLite).
+
+    ``target``: a session, a connection or a dialect name. An ORM class is inserted
+    as its Core table, so an executemany stays a plain cursor.executemany.
+    """
+    name = target if isinstance(target, str) else getattr(target, "dialect", None) and target.dialect.name
+    if not name:
+        name = target.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"Fangkong runs on PostgreSQL or SQLite, not {name}")
+    return insert(getattr(table, "__table__", table))
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -15,7 +15,7 @@ from sqlalchemy import DateTime, String, delete, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fangkong_common.db import Base
+from fangkong_common.db import Base, dialect_insert
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.logs import correlation_id
 
@@ -30,13 +30,7 @@ class InboxEntry(Base):
 
 
 def _insert_ignoring_duplicates(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - the two databases we run on
-        raise ValueError(f"the inbox runs on PostgreSQL or SQLite, not {dialect}")
-    return dialect_insert(InboxEntry).on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
+    return dialect_insert(dialect, InboxEntry).on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
 
 
 @functools.cache

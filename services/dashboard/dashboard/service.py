@@ -12,13 +12,12 @@ from datetime import UTC, date, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fangkong_common.auth import Principal, require_region
-from fangkong_common.errors import Conflict, Invalid, NotFound
-
 from dashboard.domain.rules import cutoff_moment, prefix_range, region_prefix, today_local
 from dashboard.models import Delivery, Rectification, Unit, UnitReport, Webhook
-from dashboard.readmodel import dialect_insert
 from dashboard.schemas import RectificationIn, RectificationPatch, UnitIn, UnitReportIn, WebhookIn
+from fangkong_common.auth import Principal, require_region
+from fangkong_common.db import dialect_insert
+from fangkong_common.errors import Conflict, Invalid, NotFound
 
 # Findings filed for a missed report get a stable id: filing twice changes nothing.
 MISSED_REPORT_NAMESPACE = uuid.UUID("6f0c2c1e-3b1a-4c55-9d5e-2f7d1a9b0c11")

@@ -21,10 +21,10 @@ from dashboard.readmodel.counters import upsert_counters
 from dashboard.readmodel.deliveries import webhook_deliveries
 from dashboard.readmodel.events import admission_dim, event_region, once_key
 from dashboard.readmodel.projector import ADMISSION_BEFORE_RESULT, MANAGING_FACTS, Projector, apply_batch
-from dashboard.readmodel.store import IN_CHUNK, WRITE_CHUNK, CounterKey, Outcome, Table, dialect_insert, load
+from dashboard.readmodel.store import IN_CHUNK, WRITE_CHUNK, CounterKey, Outcome, Table, load
 
 __all__ = [
     "ADMISSION_BEFORE_RESULT", "IN_CHUNK", "MANAGING_FACTS", "WRITE_CHUNK", "CounterKey", "Outcome", "Projector",
-    "Table", "admission_dim", "apply_batch", "dialect_insert", "event_region", "load", "once_key", "upsert_counters",
+    "Table", "admission_dim", "apply_batch", "event_region", "load", "once_key", "upsert_counters",
     "webhook_deliveries",
 ]

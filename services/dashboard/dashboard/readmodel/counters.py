@@ -7,7 +7,8 @@ from collections import defaultdict
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.models import Counter, Total
-from dashboard.readmodel.store import CounterKey, dialect_insert
+from dashboard.readmodel.store import CounterKey
+from fangkong_common.db import dialect_insert
 
 
 async def upsert_counters(session: AsyncSession, changes: dict[CounterKey, int]) -> None:

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.models import Delivery, Webhook
 from dashboard.readmodel.events import event_region
-from dashboard.readmodel.store import Outcome, dialect_insert
+from dashboard.readmodel.store import Outcome
+from fangkong_common.db import dialect_insert
 from fangkong_common.events.envelope import Envelope
 
 

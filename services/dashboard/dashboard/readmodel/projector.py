@@ -15,7 +15,8 @@ from dashboard.models import Change, Fact, Once, Order, Positive, Returnee, Site
 from dashboard.readmodel.counters import upsert_counters
 from dashboard.readmodel.deliveries import webhook_deliveries
 from dashboard.readmodel.events import admission_dim, once_key
-from dashboard.readmodel.store import WRITE_CHUNK, Outcome, Table, dialect_insert, load
+from dashboard.readmodel.store import WRITE_CHUNK, Outcome, Table, load
+from fangkong_common.db import dialect_insert
 from fangkong_common.events import schemas as ev
 from fangkong_common.events import topics
 from fangkong_common.events.envelope import Envelope

@@ -18,16 +18,6 @@ WRITE_CHUNK = 500
 CounterKey = tuple[str, str, date, str]  # metric, region_code, day, dimension
 
 
-def dialect_insert(session: AsyncSession, model):
-    """INSERT of the dialect (for ON CONFLICT), as Core on the table: executemany stays a plain
-    cursor.executemany instead of the ORM's per-row bulk bookkeeping."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(getattr(model, "__table__", model))
-
-
 async def load(session: AsyncSession, model, column: str, values: Iterable[Any], lock: bool = False) -> list[dict]:
     """Rows whose ``column`` is in ``values``. With ``lock`` (state rows this batch may change) they are
     locked FOR UPDATE on PostgreSQL, in primary-key order: two replicas holding events of the same

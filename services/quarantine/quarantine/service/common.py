@@ -10,13 +10,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fangkong_common.db import dialect_insert
 from fangkong_common.errors import ServiceError
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import (
     PlannedStage,
     QuarantineOrdered,
 )
-
 from quarantine.domain.placement import KINDS_FOR_PLACE
 from quarantine.domain.planning import Facts, Stage
 from quarantine.domain.policy import Policy, load_packaged
@@ -98,8 +98,4 @@ def chunked(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
 
 def insert_ignoring(session: AsyncSession, table, columns: list[str], where: str):
     """INSERT … ON CONFLICT (columns) WHERE … DO NOTHING, on PostgreSQL or SQLite."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=columns, index_where=text(where))
+    return dialect_insert(session, table).on_conflict_do_nothing(index_elements=columns, index_where=text(where))

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime
 
 from fastapi import HTTPException, status
 from sqlalchemy import and_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
@@ -25,11 +24,6 @@ PII_FIELDS = ("id_number", "phone", "address")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def dialect_insert(session: AsyncSession, table):
-    """INSERT … ON CONFLICT for the dialect in use (PostgreSQL or SQLite)."""
-    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def emit(session: AsyncSession, payload, key: str) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.auth import Principal
+from fangkong_common.db import dialect_insert
 from fangkong_common.errors import Invalid, NotFound
 from fangkong_common.events.schemas import CheckpointFever
 from fangkong_common.identity import normalise_id_number
@@ -17,7 +18,7 @@ from registry import schemas
 from registry.domain import rules
 from registry.domain.idcard import IdNumberError, parse_resident_id
 from registry.models import Checkpoint, CheckpointPass, Person
-from registry.service.base import RegistryBase, as_aware, dialect_insert, emit, utcnow
+from registry.service.base import RegistryBase, as_aware, emit, utcnow
 
 
 class Checkpoints(RegistryBase):

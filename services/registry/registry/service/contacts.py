@@ -9,13 +9,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.auth import Principal
+from fangkong_common.db import dialect_insert
 from fangkong_common.errors import Invalid, NotFound
 from fangkong_common.events.schemas import ContactIdentified
 
 from registry import schemas
 from registry.domain import rules
 from registry.models import Case, ContactLink, Person
-from registry.service.base import TRACERS_ACROSS_REGIONS, RegistryBase, dialect_insert, emit, person_scope
+from registry.service.base import TRACERS_ACROSS_REGIONS, RegistryBase, emit, person_scope
 
 
 class Contacts(RegistryBase):

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.audit import may_see_pii, record_pii_read
 from fangkong_common.auth import Principal
+from fangkong_common.db import dialect_insert
 from fangkong_common.errors import Conflict, Invalid, NotFound
 from fangkong_common.identity import normalise_id_number
 from fangkong_common.pii import mask_id_number, mask_phone
@@ -22,7 +23,6 @@ from registry.models import Case, ContactLink, Person, PersonChange, PossibleDup
 from registry.service.base import (
     PII_FIELDS,
     RegistryBase,
-    dialect_insert,
     jsonable,
     mask_address,
     person_scope,

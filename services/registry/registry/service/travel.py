@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
 from fangkong_common.auth import Principal
+from fangkong_common.db import dialect_insert
 from fangkong_common.errors import NotFound
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import PersonReturned, PersonRiskFlagged, ReturneeCategory, RiskLevel
@@ -20,7 +21,7 @@ from fangkong_common.events.schemas import PersonReturned, PersonRiskFlagged, Re
 from registry import schemas
 from registry.domain import rules
 from registry.models import Person, RiskArea, RiskFlag, TravelRecord, TravelStay
-from registry.service.base import SOURCE, RegistryBase, dialect_insert, utcnow
+from registry.service.base import SOURCE, RegistryBase, utcnow
 
 
 class Travel(RegistryBase):

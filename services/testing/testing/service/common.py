@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import String, any_, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fangkong_common.db import dialect_insert
 from fangkong_common.errors import ServiceError
 
 SOURCE = "testing"
@@ -72,9 +73,5 @@ def among(session: AsyncSession, column, values: Sequence[str]):
 
 
 def insert_ignore(session: AsyncSession, table):
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table).on_conflict_do_nothing()
+    return dialect_insert(session, table).on_conflict_do_nothing()
 
