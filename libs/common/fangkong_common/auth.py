@@ -48,6 +48,22 @@ def region_prefix(code: str) -> str:
     return prefix
 
 
+def region_code_range(code: str) -> tuple[str, str]:
+    """The first and last 6-digit code under ``code`` (inclusive): 440300 → ("440300", "440399").
+
+    A BETWEEN on equal-length digit strings uses a plain index and sorts the same in
+    every collation (a LIKE 'x%' or an upper bound like '440:' does not, outside "C").
+    """
+    prefix = region_prefix(code)
+    return prefix.ljust(6, "0"), prefix.ljust(6, "9")
+
+
+def within_region(column: InstrumentedAttribute | ColumnElement, code: str) -> ColumnElement[bool]:
+    """WHERE ``column`` (6-digit codes) lies under ``code``."""
+    low, high = region_code_range(code)
+    return column.between(low, high)
+
+
 class Principal(BaseModel):
     sub: str
     role: Role

@@ -385,3 +385,14 @@ async def test_any_of_several_roles_is_enough(client: httpx.AsyncClient) -> None
 async def test_role_check_still_needs_a_token(client: httpx.AsyncClient) -> None:
     response = await client.post("/orders")
     assert response.status_code == 401
+
+
+def test_region_code_ranges_are_digit_bounds_that_sort_alike_in_every_collation() -> None:
+    from fangkong_common.auth import region_code_range
+
+    assert region_code_range("440000") == ("440000", "449999")
+    assert region_code_range("440300") == ("440300", "440399")
+    assert region_code_range("440305") == ("440305", "440305")
+    low, high = region_code_range("440900")  # a prefix ending in 9: no ':' bound
+    assert low <= "440901" <= high and not (low <= "441001" <= high)
+    assert all(c.isdigit() for c in low + high)

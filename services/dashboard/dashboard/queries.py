@@ -10,20 +10,16 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, timedelta
 
-from sqlalchemy import and_, func, select, true
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.domain.rules import (KPIS, METRICS, SECTIONS, Kind, child_region, dimension_label, label,
-                                    prefix_range, ratio, region_prefix)
+from dashboard.domain.rules import KPIS, METRICS, SECTIONS, Kind, child_region, dimension_label, label, ratio
 from dashboard.models import Counter, Site, Total
+from fangkong_common.auth import within_region
 
 
 def _region_filter(region_code: str | None, model=Counter):
-    bounds = prefix_range(region_prefix(region_code))
-    if bounds is None:
-        return true()
-    low, high = bounds
-    return and_(model.region_code >= low, model.region_code < high)
+    return true() if region_code is None else within_region(model.region_code, region_code)
 
 
 async def _grouped(session: AsyncSession, model, columns: list, conditions: list) -> dict[tuple, int]:
@@ -159,9 +155,8 @@ async def drilldown(session: AsyncSession, region_code: str | None, day: date, l
 
 async def sites(session: AsyncSession, region_code: str | None) -> list[dict]:
     query = select(Site).order_by(Site.region_code, Site.site_id)
-    bounds = prefix_range(region_prefix(region_code))
-    if bounds:
-        query = query.where(Site.region_code >= bounds[0], Site.region_code < bounds[1])
+    if region_code:
+        query = query.where(within_region(Site.region_code, region_code))
     rows = (await session.execute(query)).scalars().all()
     return [{"site_id": s.site_id, "region_code": s.region_code, "site_kind": s.site_kind,
              "beds_total": s.beds_total, "beds_free": s.beds_free, "occupied": s.beds_total - s.beds_free,

@@ -12,10 +12,10 @@ from datetime import UTC, date, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.domain.rules import cutoff_moment, prefix_range, region_prefix, today_local
+from dashboard.domain.rules import cutoff_moment, today_local
 from dashboard.models import Delivery, Rectification, Unit, UnitReport, Webhook
 from dashboard.schemas import RectificationIn, RectificationPatch, UnitIn, UnitReportIn, WebhookIn
-from fangkong_common.auth import Principal, require_region
+from fangkong_common.auth import Principal, require_region, within_region
 from fangkong_common.db import dialect_insert
 from fangkong_common.errors import Conflict, Invalid, NotFound
 
@@ -24,10 +24,9 @@ MISSED_REPORT_NAMESPACE = uuid.UUID("6f0c2c1e-3b1a-4c55-9d5e-2f7d1a9b0c11")
 
 
 def in_region(column, region_code: str | None):
-    bounds = prefix_range(region_prefix(region_code))
-    if bounds is None:
+    if region_code is None:
         return column.is_not(None)
-    return (column >= bounds[0]) & (column < bounds[1])
+    return within_region(column, region_code)
 
 
 def _now() -> datetime:

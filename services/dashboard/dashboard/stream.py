@@ -17,10 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from fastapi import FastAPI, Request
 from sqlalchemy import delete, func, select
 
-from fangkong_common.auth import Principal
-
-from dashboard.domain.rules import prefix_range, region_prefix
 from dashboard.models import Change, Fact
+from fangkong_common.auth import Principal, within_region
 
 log = logging.getLogger("fangkong.dashboard.stream")
 
@@ -53,15 +51,14 @@ async def events(request: Request, principal: Principal, region_code: str | None
     settings = app.state.settings
     signal: ChangeSignal = app.state.change_signal
     last = since if since is not None else await latest_seq(app)
-    bounds = prefix_range(region_prefix(region_code))
     sent = 0
     yield f"retry: 3000\nevent: hello\ndata: {json.dumps({'since': last, 'region_code': region_code})}\n\n"
     idle = 0.0
     while True:
         async with app.state.database.sessionmaker() as session:
             query = select(Change).where(Change.seq > last).order_by(Change.seq).limit(500)
-            if bounds:
-                query = query.where(Change.region_code >= bounds[0], Change.region_code < bounds[1])
+            if region_code:
+                query = query.where(within_region(Change.region_code, region_code))
             rows = (await session.execute(query)).scalars().all()
         for row in rows:
             last = row.seq

@@ -83,6 +83,7 @@ async def test_webhooks_are_signed_retried_logged_and_scoped(database_url: str) 
             assert verify(SECRET, request.headers[SIGNATURE_HEADER], request.content)
             assert request.headers["X-Fangkong-Event"] in ("test.positive", "case.classified")
             body = json.loads(request.content)
+            assert body["event_type"] == request.headers["X-Fangkong-Event"], body
             assert pk(10) not in request.content.decode()  # counts only, no person key
         positive = next(json.loads(r.content) for r in received if r.headers["X-Fangkong-Event"] == "test.positive")
         assert positive["region_code"] == "440304"

@@ -131,7 +131,6 @@ async def test_concurrent_consumers_do_not_lose_each_others_updates(postgres_url
     """Two replicas applying an admission and a release of the same order at once: the state rows are
     locked, so every order ends released with nobody left counted as held at a site."""
     import asyncio
-    import uuid
     from datetime import timedelta
 
     from fangkong_common.events import schemas as ev

@@ -1,24 +1,14 @@
-"""Pure rules: days in Beijing time, region prefixes and drill-down, ratios, cell neutralisation."""
+"""Pure rules: days in Beijing time, drill-down, ratios, cell neutralisation."""
 
 from datetime import UTC, date, datetime
 
-from dashboard.domain.rules import (child_region, cutoff_moment, dimension_label, label, local_day, neutralise,
-                                    prefix_range, ratio, region_prefix)
+from dashboard.domain.rules import child_region, cutoff_moment, dimension_label, label, local_day, neutralise, ratio
 
 
 def test_a_day_is_a_day_in_beijing() -> None:
     assert local_day(datetime(2026, 11, 20, 15, 59, tzinfo=UTC)) == date(2026, 11, 20)
     assert local_day(datetime(2026, 11, 20, 16, 0, tzinfo=UTC)) == date(2026, 11, 21)  # midnight in Beijing
     assert cutoff_moment(date(2026, 11, 20), 20).astimezone(UTC) == datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-
-def test_region_prefixes_are_index_ranges() -> None:
-    assert region_prefix("440000") == "44" and region_prefix("440300") == "4403" and region_prefix("440305") == "440305"
-    assert region_prefix(None) == "" and prefix_range("") is None
-    assert prefix_range("4403") == ("4403", "4404")
-    assert prefix_range("4409") == ("4409", "440:")  # ':' sorts right after '9'
-    low, high = prefix_range("4409")
-    assert low <= "440901" < high and not (low <= "441001" < high)
 
 
 def test_drill_down_goes_one_level_at_a_time() -> None:

@@ -31,25 +31,6 @@ def cutoff_moment(day: date, hour: int) -> datetime:
 # --- regions ----------------------------------------------------------------
 
 
-def region_prefix(code: str | None) -> str:
-    """440000 → 44, 440300 → 4403, 440305 → 440305; None (the whole country) → ''."""
-    if code is None:
-        return ""
-    prefix = code
-    for _ in range(2):
-        if prefix.endswith("00"):
-            prefix = prefix[:-2]
-    return prefix
-
-
-def prefix_range(prefix: str) -> tuple[str, str] | None:
-    """[low, high) bounds of the codes starting with ``prefix``: a plain index range
-    on both databases (LIKE 'x%' needs a special operator class on PostgreSQL)."""
-    if not prefix:
-        return None
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
 def region_level(code: str) -> str:
     if code.endswith("0000"):
         return "province"

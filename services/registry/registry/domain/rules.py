@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from fangkong_common.auth import region_prefix
 from fangkong_common.events.schemas import ReturneeCategory
 
 # 37.3 °C: the fever line at every checkpoint (卡点测温).
@@ -84,16 +85,8 @@ def area_covers(area_code: str, stay_code: str) -> bool:
     return region_contains(area_code, stay_code) or region_contains(stay_code, area_code)
 
 
-def region_prefix_of(code: str) -> str:
-    prefix = code
-    for _ in range(2):
-        if prefix.endswith("00"):
-            prefix = prefix[:-2]
-    return prefix
-
-
 def region_contains(outer: str, inner: str) -> bool:
-    return inner.startswith(region_prefix_of(outer))
+    return inner.startswith(region_prefix(outer))
 
 
 def enclosing_codes(code: str) -> list[str]:

@@ -10,14 +10,13 @@ from sqlalchemy import and_, func, insert, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.audit import may_see_pii, record_pii_read
-from fangkong_common.auth import Principal
+from fangkong_common.auth import Principal, within_region
 from fangkong_common.db import dialect_insert
 from fangkong_common.errors import Conflict, Invalid, NotFound
 from fangkong_common.identity import normalise_id_number
 from fangkong_common.pii import mask_id_number, mask_phone
 
 from registry import schemas
-from registry.domain import rules
 from registry.domain.idcard import IdNumberError, parse_resident_id
 from registry.models import Case, ContactLink, Person, PersonChange, PossibleDuplicate
 from registry.service.base import (
@@ -161,7 +160,7 @@ class People(RegistryBase):
                            offset: int) -> tuple[list[Person], int]:
         conditions = [person_scope(principal)]
         if region_code:
-            conditions.append(Person.region_code.startswith(rules.region_prefix_of(region_code)))
+            conditions.append(within_region(Person.region_code, region_code))
         if grid:
             conditions.append(Person.grid == grid)
         if category:

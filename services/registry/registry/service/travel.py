@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
-from fangkong_common.auth import Principal
+from fangkong_common.auth import Principal, within_region
 from fangkong_common.db import dialect_insert
 from fangkong_common.errors import NotFound
 from fangkong_common.events.envelope import Envelope
@@ -172,10 +172,7 @@ class Travel(RegistryBase):
 
     async def match_area(self, session: AsyncSession, area: RiskArea) -> int:
         start, end = rules.risk_window(area.effective_from, area.effective_to, area.lookback_days)
-        prefix = rules.region_prefix_of(area.region_code)
-        # Equal-length digit strings sort the same in every collation: a BETWEEN on the index.
-        lo, hi = prefix.ljust(6, "0"), prefix.ljust(6, "9")
-        in_area = or_(TravelStay.region_code.between(lo, hi),
+        in_area = or_(within_region(TravelStay.region_code, area.region_code),
                       TravelStay.region_code.in_(rules.enclosing_codes(area.region_code)))
         window = TravelStay.date_to >= start
         if end is not None:

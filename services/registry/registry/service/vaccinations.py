@@ -8,7 +8,7 @@ from fastapi import HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fangkong_common.auth import Principal
+from fangkong_common.auth import Principal, within_region
 from fangkong_common.errors import Invalid
 from fangkong_common.events.schemas import VaccinationRecorded
 
@@ -56,17 +56,15 @@ class Vaccinations(RegistryBase):
                                    region_code: str, today: date) -> schemas.VaccinationProgress:
         if not principal.can_see(region_code):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"region {region_code} is outside your scope")
-        prefix = rules.region_prefix_of(region_code)
-        lo, hi = prefix.ljust(6, "0"), prefix.ljust(6, "9")
         doses = (await session.execute(
             select(Vaccination.age_group, func.count(func.distinct(Vaccination.person_key)).filter(
                 Vaccination.dose_number == 1), func.count(func.distinct(Vaccination.person_key)).filter(
                 Vaccination.dose_number >= 2))
-            .where(Vaccination.region_code.between(lo, hi)).group_by(Vaccination.age_group))).all()
+            .where(within_region(Vaccination.region_code, region_code)).group_by(Vaccination.age_group))).all()
         counts = {group: (first, full) for group, first, full in doses}
         targets = (await session.execute(
             select(VaccinationTarget.age_group, VaccinationTarget.region_code, VaccinationTarget.target_people,
-                   VaccinationTarget.deadline).where(VaccinationTarget.region_code.between(lo, hi)))).all()
+                   VaccinationTarget.deadline).where(within_region(VaccinationTarget.region_code, region_code)))).all()
         groups = []
         for group in ("12-14", "15-17", "18+"):
             own = [t for t in targets if t.age_group == group and t.region_code == region_code]
