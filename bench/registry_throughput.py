@@ -39,11 +39,11 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import _components  # noqa: E402
-from fangkong_common.auth import Role  # noqa: E402
+from fangkong_common.auth import Role, region_code_range  # noqa: E402
 from fangkong_common.testing import running  # noqa: E402
 from registry.config import Settings  # noqa: E402
 from registry.domain.idcard import make_resident_id  # noqa: E402
-from registry.domain.rules import enclosing_codes, region_prefix_of  # noqa: E402
+from registry.domain.rules import enclosing_codes  # noqa: E402
 from registry.imports import COLUMNS  # noqa: E402
 from registry.main import create_app  # noqa: E402
 
@@ -169,12 +169,12 @@ async def run(args: argparse.Namespace, server_dsn: str) -> dict:
             await seed_travel(dsn, args.travel, args.seed)
             console.print(f"seeded {args.travel} travel records in {time.perf_counter() - seed_started:.1f} s")
             area_code = args.area
-            prefix = region_prefix_of(area_code)
+            low, high = region_code_range(area_code)
             conn = await asyncpg.connect(dsn)
             started = time.perf_counter()
             expected = await conn.fetchval(
                 "SELECT count(DISTINCT person_key) FROM travel_stays WHERE (region_code BETWEEN $1 AND $2 OR "
-                "region_code = ANY($3::text[])) AND date_to >= $4", prefix.ljust(6, "0"), prefix.ljust(6, "9"),
+                "region_code = ANY($3::text[])) AND date_to >= $4", low, high,
                 enclosing_codes(area_code), date(2022, 3, 10) - timedelta(days=14))
             base = time.perf_counter() - started
             await conn.close()
