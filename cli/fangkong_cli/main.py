@@ -17,6 +17,7 @@ from fangkong_common.migrations import upgrade
 from fangkong_common.settings import CommonSettings
 from fangkong_cli import secrets as data_secrets
 from fangkong_cli.services import SERVICE_NAMES, SERVICES
+from fangkong_cli.simulate.command import simulate_command
 
 app = typer.Typer(help="Fangkong 防控: the epidemic-prevention command platform.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -125,6 +126,8 @@ def serve(
     service_app = entry.create_app(entry.settings(**_overrides(_data_dir(data_dir))))
     uvicorn.run(service_app, host=host, port=port, log_level="warning")
 
+
+app.command("simulate")(simulate_command)
 
 if __name__ == "__main__":
     app()

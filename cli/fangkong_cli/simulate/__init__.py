@@ -1,0 +1,1 @@
+"""``fangkong simulate``: outbreaks played through the public HTTP APIs."""
