@@ -12,13 +12,18 @@ import time
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from fangkong_common import metrics
+from fangkong_common import clock, metrics
+from fangkong_common.auth import CurrentPrincipal, Principal, Role, require_roles
 from fangkong_common.bus import Subscription, create_bus
 from fangkong_common.db import Database
 from fangkong_common.errors import install_error_handlers
@@ -91,6 +96,53 @@ class CorrelationMiddleware:
             metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status["code"])).inc()
             metrics.HTTP_LATENCY.labels(self.service, method, path).observe(time.perf_counter() - started)
             correlation_id.reset(token)
+
+
+class ClockOut(BaseModel):
+    now: AwareDatetime
+    offset_seconds: float
+    controllable: bool
+
+
+class ClockIn(BaseModel):
+    """Where to put the clock: a moment, or an offset from the wall clock (0 = real time)."""
+
+    now: AwareDatetime | None = None
+    offset_seconds: float | None = Field(default=None, ge=-10 * 365 * 86400, le=10 * 365 * 86400)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ClockIn":
+        if (self.now is None) == (self.offset_seconds is None):
+            raise ValueError("give either now or offset_seconds")
+        return self
+
+
+def _clock_out(request: Request) -> ClockOut:
+    return ClockOut(now=clock.now(), offset_seconds=clock.offset().total_seconds(),
+                    controllable=request.app.state.settings.clock_controllable)
+
+
+def _clock_router(name: str) -> APIRouter:
+    """The simulation clock (fangkong_common.clock), per process: embedded, the four services share it."""
+    router = APIRouter(prefix=f"/{name}", tags=["ops"])
+
+    @router.get("/clock", response_model=ClockOut)
+    async def read_clock(request: Request, _caller: CurrentPrincipal) -> ClockOut:
+        return _clock_out(request)
+
+    @router.put("/clock", response_model=ClockOut, responses={409: {"description": "clock control is off"}})
+    async def move_clock(request: Request, body: ClockIn,
+                         _admin: Annotated[Principal, Depends(require_roles(Role.admin))]) -> ClockOut:
+        if not request.app.state.settings.clock_controllable:
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                "clock control is off (FANGKONG_CLOCK_CONTROL=false or production)")
+        if body.now is not None:
+            clock.move_to(body.now)
+        else:
+            clock.set_offset(timedelta(seconds=body.offset_seconds or 0.0))
+        return _clock_out(request)
+
+    return router
 
 
 def _ops_router(name: str) -> APIRouter:
@@ -174,6 +226,7 @@ def create_service_app(
     app.state.service_name = name
     install_error_handlers(app)
     app.include_router(_ops_router(name))
+    app.include_router(_clock_router(name))
     if api_router is not None:
         app.include_router(api_router)
     app.add_middleware(CorrelationMiddleware, service=name)

@@ -43,11 +43,16 @@ class CommonSettings(BaseSettings):
     # Fallback poll: the relay is woken at once by commits in its own process;
     # this bounds the delay for rows written by other processes.
     outbox_poll_seconds: float = 0.5
+    # May an admin move the clock (PUT /<service>/clock)? For simulations and
+    # demos; unset means yes except in production, where it cannot be turned on.
+    clock_control: bool | None = None
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "CommonSettings":
         if self.env != "production":
             return self
+        if self.clock_control:
+            raise InsecureSettingsError("FANGKONG_CLOCK_CONTROL cannot be on when FANGKONG_ENV=production")
         for name in ("jwt_secret", "person_key_secret"):
             value = getattr(self, name).get_secret_value()
             if not value or value == DEFAULT_SECRET:
@@ -56,6 +61,10 @@ class CommonSettings(BaseSettings):
                     "when FANGKONG_ENV=production"
                 )
         return self
+
+    @property
+    def clock_controllable(self) -> bool:
+        return self.env != "production" if self.clock_control is None else self.clock_control
 
     @property
     def effective_database_url(self) -> str:

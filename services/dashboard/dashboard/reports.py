@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard import queries, service
 from dashboard.domain.rules import CHINA_TZ, METRICS, neutralise
+from fangkong_common import clock
 
 TEXT = {
     "title": ("疫情防控日报", "Epidemic prevention daily report"),
@@ -62,7 +63,7 @@ async def daily(session: AsyncSession, region_code: str | None, day: date, lang:
     units = await service.missing_reports(session, region_code, day, cutoff_hour)
     return {
         "title": t("title", lang), "region_code": region_code, "date": day.isoformat(), "lang": lang,
-        "generated_at": datetime.now(timezone.utc).astimezone(CHINA_TZ).isoformat(timespec="seconds"),
+        "generated_at": clock.now().astimezone(CHINA_TZ).isoformat(timespec="seconds"),
         "kpis": await queries.kpis(session, region_code, day, lang),
         "sections": await queries.summary(session, region_code, day, lang),
         "sites": await queries.sites(session, region_code),

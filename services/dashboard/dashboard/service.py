@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashboard.domain.rules import cutoff_moment, today_local
 from dashboard.models import Delivery, Rectification, Unit, UnitReport, Webhook
 from dashboard.schemas import RectificationIn, RectificationPatch, UnitIn, UnitReportIn, WebhookIn
+from fangkong_common import clock
 from fangkong_common.auth import Principal, require_region, within_region
 from fangkong_common.db import dialect_insert
 from fangkong_common.errors import Conflict, Invalid, NotFound
@@ -30,7 +31,7 @@ def in_region(column, region_code: str | None):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 # --- units and daily reports ------------------------------------------------------

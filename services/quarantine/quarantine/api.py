@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy import and_, false, func, or_, select, true
 
+from fangkong_common import clock
 from fangkong_common.auth import CurrentPrincipal, Principal, Role, require_region, require_roles
 from fangkong_common.db import DbSession
 from fangkong_common.errors import NotFound
@@ -51,7 +52,7 @@ Admins = Annotated[Principal, Depends(require_roles(R.admin))]
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 # --- scope ---------------------------------------------------------------------

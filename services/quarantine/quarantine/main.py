@@ -1,10 +1,10 @@
 import asyncio
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from fangkong_common import clock
 from fangkong_common.app import create_service_app
 from quarantine import api, consumers, service
 from quarantine.config import Settings
@@ -22,7 +22,7 @@ async def daily_scheduler(app: FastAPI) -> None:
     while True:
         try:
             async with app.state.database.sessionmaker() as session, session.begin():
-                report = await service.run_daily(session, datetime.now(UTC),
+                report = await service.run_daily(session, clock.now(),
                                                  checkins_per_day=settings.checkins_per_day,
                                                  low_share=settings.capacity_low_share)
             log.info("daily run", extra={"report": report.__dict__ | {"day": report.day.isoformat()}})

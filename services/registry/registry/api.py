@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile, status
 from sqlalchemy import and_, select
 
+from fangkong_common import clock
 from fangkong_common.audit import PiiAuditEntry
 from fangkong_common.auth import Principal, Role, require_roles
 from fangkong_common.db import DbSession
@@ -156,7 +157,7 @@ def _area_out(area: RiskArea, today: date) -> schemas.RiskAreaOut:
 async def declare_risk_area(body: schemas.RiskAreaIn, principal: Commander, session: DbSession,
                             registry: RegistryDep) -> schemas.RiskAreaOut:
     area = await registry.declare_risk_area(session, principal, body)
-    return _area_out(area, date.today())
+    return _area_out(area, clock.today())
 
 
 @router.get("/risk-areas", response_model=list[schemas.RiskAreaOut])
@@ -164,7 +165,7 @@ async def list_risk_areas(principal: Reader, session: DbSession,
                           active: bool | None = None) -> list[schemas.RiskAreaOut]:
     # Risk areas are public notices: everyone may see all of them.
     areas = (await session.scalars(select(RiskArea).order_by(RiskArea.declared_at.desc()))).all()
-    today = date.today()
+    today = clock.today()
     out = [_area_out(a, today) for a in areas]
     return [a for a in out if active is None or a.active == active]
 
@@ -172,7 +173,7 @@ async def list_risk_areas(principal: Reader, session: DbSession,
 @router.post("/risk-areas/{area_id}/lift", response_model=schemas.RiskAreaOut)
 async def lift_risk_area(area_id: str, principal: Commander, session: DbSession,
                          registry: RegistryDep) -> schemas.RiskAreaOut:
-    return _area_out(await registry.lift_risk_area(session, principal, area_id), date.today())
+    return _area_out(await registry.lift_risk_area(session, principal, area_id), clock.today())
 
 
 # --- import ----------------------------------------------------------------
@@ -284,7 +285,7 @@ async def set_vaccination_target(body: schemas.VaccinationTargetIn, principal: C
 async def vaccination_progress(principal: Reader, session: DbSession, registry: RegistryDep,
                                region_code: Annotated[str, Query(pattern=r"^[0-9]{6}$")],
                                as_of: date | None = None) -> schemas.VaccinationProgress:
-    return await registry.vaccination_progress(session, principal, region_code, as_of or date.today())
+    return await registry.vaccination_progress(session, principal, region_code, as_of or clock.today())
 
 
 # --- gatherings ----------------------------------------------------------------

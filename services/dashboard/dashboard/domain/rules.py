@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from enum import StrEnum
 
+from fangkong_common import clock
+
 # China has one time zone and no daylight saving: a fixed offset is exact and
 # needs no tz database. A "day" on the dashboard is a day in Beijing time.
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
@@ -20,7 +22,7 @@ def local_day(moment: datetime) -> date:
 
 
 def today_local(now: datetime | None = None) -> date:
-    return local_day(now or datetime.now(timezone.utc))
+    return local_day(now or clock.now())
 
 
 def cutoff_moment(day: date, hour: int) -> datetime:

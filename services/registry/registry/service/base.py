@@ -9,6 +9,7 @@ from fastapi import HTTPException, status
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fangkong_common import clock
 from fangkong_common import outbox
 from fangkong_common.auth import Principal, Role
 from fangkong_common.events.envelope import Envelope
@@ -23,7 +24,7 @@ PII_FIELDS = ("id_number", "phone", "address")
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def emit(session: AsyncSession, payload, key: str) -> None:

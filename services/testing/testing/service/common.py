@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import String, any_, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fangkong_common import clock
 from fangkong_common.db import dialect_insert
 from fangkong_common.errors import ServiceError
 
@@ -16,7 +17,7 @@ CHUNK = 500
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def aware(value: datetime | None) -> datetime | None:
