@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from fangkong_common.aio import cancel_and_wait
 from fangkong_common.auth import Role, issue_token
 from fangkong_common.db import create_engine
 from fangkong_common.logs import configure_logging
@@ -63,18 +67,29 @@ def token(
 def migrate(
     service: Annotated[list[str] | None, typer.Option(help="only these services (repeat)")] = None,
     data_dir: DataDir = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="a PostgreSQL URL; each service's database is <name>_<service> there "
+                               "(as `fangkong up --database-url` uses them)")] = None,
 ) -> None:
     """Run every service's database migrations (each on its own database URL)."""
+    from fangkong_cli.databases import ensure_postgres_databases, service_database_urls
+
     names = service or list(SERVICE_NAMES)
     unknown = set(names) - set(SERVICE_NAMES)
     if unknown:
         raise typer.BadParameter(f"unknown service(s) {sorted(unknown)}; choose from {SERVICE_NAMES}")
+    try:
+        urls = service_database_urls(database_url, names)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--database-url") from exc
 
     async def run() -> None:
+        if database_url:
+            await ensure_postgres_databases(database_url, urls.values())
         for name in names:
             entry = SERVICES[name]
             settings = entry.settings(**_overrides(_data_dir(data_dir)))
-            url = os.environ.get(f"FANGKONG_{name.upper()}_DATABASE_URL") or settings.effective_database_url
+            url = urls.get(name) or settings.effective_database_url
             engine = create_engine(url)
             try:
                 await upgrade(engine, entry.migrations)
@@ -85,28 +100,89 @@ def migrate(
     asyncio.run(run())
 
 
+DEMO_REGION = "440300"
+
+
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     data_dir: DataDir = None,
     bus: Annotated[str | None, typer.Option(help="bus URL, e.g. kafka://127.0.0.1:9092 [default memory://]")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url",
+        help="a PostgreSQL URL; each service gets its own database <name>_<service> on that server, "
+             "created when missing [default: a SQLite file per service under the data dir]")] = None,
+    demo: Annotated[bool, typer.Option(help="load a small seeded outbreak (once per data dir) so the screen "
+                                            "is alive at first sight")] = False,
 ) -> None:
-    """Run the whole platform in one process (SQLite files under the data dir, in-process bus)."""
+    """Run the whole platform in one process: the four services on one port, the command screen at /."""
     import uvicorn
 
+    from fangkong_cli.databases import ensure_postgres_databases, service_database_urls
     from fangkong_cli.platform import create_platform
 
+    started = time.monotonic()
     directory = _data_dir(data_dir)
     overrides = _overrides(directory, bus_url=bus)
+    base_url = database_url or os.environ.get("FANGKONG_DATABASE_URL")
+    try:
+        per_service = service_database_urls(base_url, SERVICE_NAMES)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--database-url") from exc
+    if base_url:
+        created = asyncio.run(ensure_postgres_databases(base_url, per_service.values()))
+        for name in created:
+            console.print(f"created database {name}")
     configure_logging()
-    platform = create_platform(overrides)
+    platform = create_platform(overrides, per_service={n: {"database_url": u} for n, u in per_service.items()})
     settings = CommonSettings(**overrides)
-    demo = issue_token(settings.jwt_secret.get_secret_value(), role=Role.admin, sub="demo-admin",
-                       issuer=settings.jwt_issuer)
-    console.print(f"[bold]Fangkong 防控[/] on http://{host}:{port}/  (data: {directory.resolve()})")
-    console.print(f"demo admin token: {demo}")
-    uvicorn.run(platform, host=host, port=port, log_level="warning")
+    secret = settings.jwt_secret.get_secret_value()
+    admin = issue_token(secret, role=Role.admin, sub="demo-admin", issuer=settings.jwt_issuer)
+    commander = issue_token(secret, role=Role.commander, regions=[DEMO_REGION], sub="demo-commander",
+                            issuer=settings.jwt_issuer)
+    server = uvicorn.Server(uvicorn.Config(platform, host=host, port=port, log_level="warning"))
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if serving.done():  # e.g. the port is taken: uvicorn has said why
+            await serving
+            raise typer.Exit(code=1)
+        url = f"http://{host}:{port}/"
+        console.print(f"[bold]Fangkong 防控[/] 已就绪 ready in {time.monotonic() - started:.1f} s: {url}  "
+                      f"(data: {directory.resolve()})")
+        console.print(f"指挥大屏 command screen, signed in as commander of {DEMO_REGION}: {url}#token={commander}")
+        console.print(f"演示登录 demo login: on the screen, region {DEMO_REGION} → 演示登录; "
+                      f"API token (admin): {admin}")
+        console.print("Ctrl-C 停止 stops it; the data stays in the data dir.")
+        loading = asyncio.create_task(_load_demo(directory, url, admin)) if demo else None
+        try:
+            await serving
+        finally:
+            if loading is not None:
+                await cancel_and_wait(loading)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+async def _load_demo(directory: Path, url: str, token: str) -> None:
+    """Play a small seeded outbreak through the platform's own HTTP API, once per data dir."""
+    from fangkong_cli.simulate import demo
+
+    marker = directory / "demo-loaded"
+    if marker.exists():
+        console.print("demo data already loaded (delete data/demo-loaded to load it again)")
+        return
+    try:
+        await demo.load(url, token)
+    except Exception as exc:  # noqa: BLE001 - the platform keeps running without its demo
+        console.print(f"[red]demo data not loaded: {exc!r}[/]")
+        return
+    marker.write_text(datetime.now(UTC).isoformat())
+    console.print("[green]✓[/] demo data loaded: the screen shows a school outbreak")
 
 
 @app.command()

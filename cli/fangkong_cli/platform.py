@@ -2,21 +2,27 @@
 
 Requests are routed by path prefix without rewriting, as the compose gateway
 does, so a service answers the same paths alone or embedded. Each service
-keeps its own database (a SQLite file per service under the data dir) and all
-share the process's in-memory bus.
+keeps its own database (a SQLite file per service under the data dir, or its
+own PostgreSQL database) and all share the process's bus.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from fangkong_common.bus.memory import MemoryBus
 from fangkong_cli.services import SERVICES
+
+log = logging.getLogger("fangkong.platform")
 
 
 class PrefixDispatcher:
@@ -40,9 +46,37 @@ class PrefixDispatcher:
         await self.apps.get(first, self.fallback)(scope, receive, send)
 
 
-def create_platform(settings_overrides: dict | None = None, names: Sequence[str] | None = None) -> PrefixDispatcher:
+async def drain(apps: Mapping[str, FastAPI], *, timeout: float = 15.0) -> bool:
+    """Before stopping: let every outbox publish and every consumer of the in-process bus
+    catch up, so a clean stop loses nothing (the memory bus keeps no backlog across a
+    restart; Kafka does, so there is nothing to wait for). True when everything settled."""
+    buses = {id(a.state.bus): a.state.bus for a in apps.values() if isinstance(a.state.bus, MemoryBus)}
+    if not buses:
+        return True
+    deadline = time.monotonic() + timeout
+    quiet_rounds = 0
+    while time.monotonic() < deadline:
+        for service_app in apps.values():
+            service_app.state.relay.wake()
+        pending = sum([await a.state.relay.pending_count() for a in apps.values()])
+        backlog = sum(bus.backlog() for bus in buses.values())
+        # Twice quiet in a row: a consumer that just committed may still be writing its own outbox rows.
+        quiet_rounds = quiet_rounds + 1 if pending == 0 and backlog == 0 else 0
+        if quiet_rounds >= 2:
+            return True
+        await asyncio.sleep(0.05)
+    log.warning("stopped before the in-process bus drained", extra={"pending": pending, "backlog": backlog})
+    return False
+
+
+def create_platform(
+    settings_overrides: dict | None = None,
+    names: Sequence[str] | None = None,
+    per_service: Mapping[str, dict] | None = None,
+) -> PrefixDispatcher:
+    """``settings_overrides`` apply to every service, ``per_service[name]`` to one (its database URL)."""
     overrides = settings_overrides or {}
-    apps = {name: SERVICES[name].create_app(SERVICES[name].settings(**overrides))
+    apps = {name: SERVICES[name].create_app(SERVICES[name].settings(**{**overrides, **(per_service or {}).get(name, {})}))
             for name in (names or SERVICES)}
 
     @contextlib.asynccontextmanager
@@ -51,6 +85,7 @@ def create_platform(settings_overrides: dict | None = None, names: Sequence[str]
             for service_app in apps.values():
                 await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
+            await drain(apps)
 
     root = FastAPI(title="Fangkong", lifespan=lifespan)
 

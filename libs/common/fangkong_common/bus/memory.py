@@ -95,6 +95,16 @@ class MemoryBus(Bus):
         state = self._groups.get(group)
         return dict(state.committed) if state else {}
 
+    def backlog(self) -> int:
+        """Records not yet committed by a group that has members: what a stop would lose."""
+        total = 0
+        for group in self._groups.values():
+            topics = {t for member in group.members for t in member.topics}
+            for topic in topics:
+                for partition, log_ in enumerate(self._topic(topic)):
+                    total += len(log_) - group.committed.get((topic, partition), 0)
+        return total
+
     # --- publish ----------------------------------------------------------
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         await self.publish_records(

@@ -1,0 +1,119 @@
+"""`fangkong up`'s platform: a clean stop loses no event, each service gets its own database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from fangkong_cli.databases import ensure_postgres_databases, service_database_urls
+from fangkong_cli.platform import create_platform
+from fangkong_cli.services import SERVICE_NAMES
+from fangkong_common.auth import Role, issue_token
+from registry.domain.idcard import make_resident_id
+
+CITY, COUNTY = "440300", "440305"
+
+
+class Platform:
+    """The embedded platform in this process, as `fangkong up` assembles it."""
+
+    def __init__(self, data_dir: Path, per_service: dict | None = None) -> None:
+        # A new bus name each start: like a new process, the in-process bus starts empty.
+        self.app = create_platform({"data_dir": data_dir, "bus_url": f"memory://{uuid.uuid4().hex}"},
+                                   per_service=per_service)
+        settings = self.app.apps["registry"].state.settings
+        self.commander = {"Authorization": "Bearer " + issue_token(
+            settings.jwt_secret.get_secret_value(), role=Role.commander, regions=[CITY])}
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        self._lifespan = self.app.fallback.router.lifespan_context(self.app.fallback)
+        await self._lifespan.__aenter__()
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://p", timeout=30)
+        return self.client
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.aclose()
+        await self._lifespan.__aexit__(*exc)
+
+
+async def _register_returnees(client: httpx.AsyncClient, headers: dict, count: int) -> list[str]:
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    keys = []
+    for n in range(count):
+        person = await client.post("/registry/persons", headers=headers, json={
+            "id_number": make_resident_id(COUNTY, date(1980 + n % 30, 1 + n % 12, 1 + n % 28), n),
+            "name": f"归国人员{n}", "region_code": COUNTY, "grid": "g1"})
+        assert person.status_code == 201, person.text
+        keys.append(person.json()["id"])
+        travel = await client.post(f"/registry/persons/{keys[-1]}/travel", headers=headers, json={
+            "origin_kind": "international", "origin_country": "GB", "arrival_date": today.isoformat(),
+            "port_of_entry": CITY, "transport": {"kind": "flight", "number": "CZ304"}})
+        assert travel.status_code in (200, 201), travel.text
+    return keys
+
+
+async def test_a_clean_stop_right_after_writes_delivers_every_event_before_it_exits(tmp_path: Path) -> None:
+    first = Platform(tmp_path)
+    async with first as client:
+        # Stop at once: the registry's person.returned events are still on their way to the
+        # quarantine service (and its quarantine.ordered to the dashboard) when the stop begins.
+        keys = await _register_returnees(client, first.commander, 20)
+
+    second = Platform(tmp_path)  # a restart: the in-process bus is empty again
+    async with second as client:
+        orders = (await client.get("/quarantine/orders", params={"limit": 100},
+                                   headers=second.commander)).json()["items"]
+        assert sorted(o["person_key"] for o in orders) == sorted(keys)
+        regions = (await client.get("/dashboard/regions", params={"region_code": CITY},
+                                    headers=second.commander)).json()
+        assert regions, "the dashboard saw none of the orders"
+
+
+def test_one_postgresql_url_gives_each_service_its_own_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FANGKONG_TESTING_DATABASE_URL", raising=False)
+    monkeypatch.setenv("FANGKONG_REGISTRY_DATABASE_URL", "postgresql+asyncpg://other/registry_elsewhere")
+    urls = service_database_urls("postgresql+asyncpg://fk:pw@db:5432/fangkong", SERVICE_NAMES)
+    assert make_url(urls["testing"]).database == "fangkong_testing"
+    assert make_url(urls["testing"]).password == "pw"
+    assert urls["registry"] == "postgresql+asyncpg://other/registry_elsewhere"
+    assert len({make_url(u).database for u in urls.values()}) == 4
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        service_database_urls("sqlite+aiosqlite:///x.db", SERVICE_NAMES)
+    with pytest.raises(ValueError, match="database name"):
+        service_database_urls("postgresql+asyncpg://fk@db:5432", SERVICE_NAMES)
+
+
+@pytest.mark.postgres
+async def test_the_platform_on_postgresql_creates_and_uses_a_database_per_service(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in SERVICE_NAMES:
+        monkeypatch.delenv(f"FANGKONG_{name.upper()}_DATABASE_URL", raising=False)
+    urls = service_database_urls(postgres_url, SERVICE_NAMES)
+    assert sorted(await ensure_postgres_databases(postgres_url, urls.values())) == sorted(
+        make_url(u).database for u in urls.values())
+    assert await ensure_postgres_databases(postgres_url, urls.values()) == []  # the second start creates nothing
+
+    platform = Platform(tmp_path, per_service={n: {"database_url": u} for n, u in urls.items()})
+    async with platform as client:
+        assert (await client.get("/readyz")).status_code == 200
+        [key] = await _register_returnees(client, platform.commander, 1)
+    assert not list(tmp_path.glob("*.db")), "a service fell back to SQLite"
+    for name, url in urls.items():
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as connection:
+                tables = set((await connection.execute(text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars())
+        finally:
+            await engine.dispose()
+        assert {"outbox", "inbox"} <= tables, name
+        assert ("persons" in tables) == (name == "registry"), (name, tables)
