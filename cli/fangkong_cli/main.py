@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,26 @@ def _overrides(data_dir: Path, **extra) -> dict:
     overrides = {"data_dir": data_dir, **data_secrets.load_or_create(data_dir)}
     overrides.update({k: v for k, v in extra.items() if v})
     return overrides
+
+
+def _server(asgi_app, host: str, port: int):
+    """A uvicorn server that stops gracefully on SIGINT or SIGTERM and then exits 0: a container
+    stop or Ctrl-C is a normal end (uvicorn would re-raise the signal after its shutdown)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    return Server(uvicorn.Config(asgi_app, host=host, port=port, log_level="warning"))
 
 
 @app.command()
@@ -117,8 +138,6 @@ def up(
                                             "is alive at first sight")] = False,
 ) -> None:
     """Run the whole platform in one process: the four services on one port, the command screen at /."""
-    import uvicorn
-
     from fangkong_cli.databases import ensure_postgres_databases, service_database_urls
     from fangkong_cli.platform import create_platform
 
@@ -141,7 +160,7 @@ def up(
     admin = issue_token(secret, role=Role.admin, sub="demo-admin", issuer=settings.jwt_issuer)
     commander = issue_token(secret, role=Role.commander, regions=[DEMO_REGION], sub="demo-commander",
                             issuer=settings.jwt_issuer)
-    server = uvicorn.Server(uvicorn.Config(platform, host=host, port=port, log_level="warning"))
+    server = _server(platform, host, port)
 
     async def run() -> None:
         serving = asyncio.create_task(server.serve())
@@ -164,8 +183,7 @@ def up(
             if loading is not None:
                 await cancel_and_wait(loading)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    asyncio.run(run())
 
 
 async def _load_demo(directory: Path, url: str, token: str) -> None:
@@ -193,14 +211,12 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Run one service as its own process (what a container runs); settings from FANGKONG_* variables."""
-    import uvicorn
-
     if service not in SERVICES:
         raise typer.BadParameter(f"choose from {SERVICE_NAMES}", param_hint="SERVICE")
     entry = SERVICES[service]
     configure_logging()
     service_app = entry.create_app(entry.settings(**_overrides(_data_dir(data_dir))))
-    uvicorn.run(service_app, host=host, port=port, log_level="warning")
+    asyncio.run(_server(service_app, host, port).serve())
 
 
 app.command("simulate")(simulate_command)
