@@ -69,6 +69,13 @@ async def test_the_embedded_platform_routes_each_prefix_to_its_service(tmp_path:
             ready = await client.get("/readyz")
             assert ready.status_code == 200 and all(ready.json()["checks"].values())
             assert 'service="registry"' in (await client.get("/metrics")).text
+            index = (await client.get("/docs")).text
+            for name in SERVICE_NAMES:
+                assert f'href="/{name}/docs"' in index
+                schema = (await client.get(f"/{name}/openapi.json")).json()
+                assert all(path.startswith(f"/{name}/") or path in ("/healthz", "/readyz", "/metrics")
+                           for path in schema["paths"]), name
+                assert (await client.get(f"/{name}/docs")).status_code == 200
     assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted(f"{n}.db" for n in SERVICE_NAMES)
 
 

@@ -12,10 +12,11 @@ import pytest
 from fastapi.routing import APIRoute
 
 from fangkong_cli.platform import create_platform
+from fangkong_cli.services import SERVICE_NAMES
 from fangkong_common.auth import Role, issue_token
 
-OPEN = {"/healthz", "/readyz", "/metrics", "/dashboard/login", "/", "/dashboard/", "/dashboard/screen",
-        "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+OPEN = {"/healthz", "/readyz", "/metrics", "/dashboard/login", "/", "/dashboard/", "/dashboard/screen", "/docs"} | {
+    f"/{name}/{page}" for name in SERVICE_NAMES for page in ("docs", "docs/oauth2-redirect", "redoc", "openapi.json")}
 
 
 def routes(app) -> list[tuple[str, str]]:

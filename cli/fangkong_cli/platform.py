@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
@@ -87,11 +87,17 @@ def create_platform(
             yield
             await drain(apps)
 
-    root = FastAPI(title="Fangkong", lifespan=lifespan)
+    root = FastAPI(title="Fangkong", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @root.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok", "services": sorted(apps)}
+
+    @root.get("/docs", response_class=HTMLResponse)
+    async def docs() -> str:
+        links = "".join(f'<li><a href="/{name}/docs">{name}</a> (<a href="/{name}/openapi.json">OpenAPI</a>)</li>'
+                        for name in apps)
+        return f"<!doctype html><meta charset=utf-8><title>Fangkong API</title><h1>防控 API</h1><ul>{links}</ul>"
 
     @root.get("/metrics")
     async def metrics() -> Response:

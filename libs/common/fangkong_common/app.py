@@ -221,7 +221,11 @@ def create_service_app(
             await bus.stop()
             await database.dispose()
 
-    app = FastAPI(title=title or f"Fangkong {name}", version=version, lifespan=lifespan)
+    # The API pages live under the service's prefix, so the gateway and the embedded
+    # platform (which route by prefix) reach every service's own page.
+    app = FastAPI(title=title or f"Fangkong {name}", version=version, lifespan=lifespan,
+                  docs_url=f"/{name}/docs", redoc_url=f"/{name}/redoc", openapi_url=f"/{name}/openapi.json",
+                  swagger_ui_oauth2_redirect_url=f"/{name}/docs/oauth2-redirect")
     app.state.settings = settings
     app.state.service_name = name
     install_error_handlers(app)
