@@ -25,7 +25,8 @@ from fangkong_cli.services import SERVICE_NAMES, SERVICES
 from fangkong_cli.simulate.command import simulate_command
 
 app = typer.Typer(help="Fangkong 防控: the epidemic-prevention command platform.", no_args_is_help=True)
-console = Console(stderr=True)
+# soft_wrap: a URL with a token must stay on one line to be clicked or copied.
+console = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
@@ -153,9 +154,11 @@ def up(
         created = asyncio.run(ensure_postgres_databases(base_url, per_service.values()))
         for name in created:
             console.print(f"created database {name}")
-    configure_logging()
-    platform = create_platform(overrides, per_service={n: {"database_url": u} for n, u in per_service.items()})
+    # A laptop's terminal: readable warnings, unless FANGKONG_LOG_LEVEL / FANGKONG_LOG_JSON ask otherwise.
     settings = CommonSettings(**overrides)
+    configure_logging(settings.log_level if "FANGKONG_LOG_LEVEL" in os.environ else "WARNING",
+                      json_logs=settings.log_json and "FANGKONG_LOG_JSON" in os.environ)
+    platform = create_platform(overrides, per_service={n: {"database_url": u} for n, u in per_service.items()})
     secret = settings.jwt_secret.get_secret_value()
     admin = issue_token(secret, role=Role.admin, sub="demo-admin", issuer=settings.jwt_issuer)
     commander = issue_token(secret, role=Role.commander, regions=[DEMO_REGION], sub="demo-commander",
@@ -214,8 +217,9 @@ def serve(
     if service not in SERVICES:
         raise typer.BadParameter(f"choose from {SERVICE_NAMES}", param_hint="SERVICE")
     entry = SERVICES[service]
-    configure_logging()
-    service_app = entry.create_app(entry.settings(**_overrides(_data_dir(data_dir))))
+    settings = entry.settings(**_overrides(_data_dir(data_dir)))
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    service_app = entry.create_app(settings)
     asyncio.run(_server(service_app, host, port).serve())
 
 
