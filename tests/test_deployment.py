@@ -37,6 +37,7 @@ import yaml
 from fangkong_common.events import topics
 from fangkong_common.events.schemas import PAYLOAD_MODELS
 from fangkong_common.settings import CommonSettings
+from fangkong_cli import docs
 from fangkong_cli.services import SERVICE_NAMES, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,22 +187,7 @@ def test_replicas_are_a_setting_and_share_their_consumer_groups(name: str) -> No
 
 def cli_variables() -> set[str]:
     """FANGKONG_ variables the cli reads itself (os.environ.get / os.getenv / os.environ[...])."""
-    names: set[str] = set()
-    for path in (ROOT / "cli" / "fangkong_cli").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            arg = None
-            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv") and node.args:
-                arg = node.args[0]
-            elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
-                arg = node.slice
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                names.add(arg.value)
-            elif isinstance(arg, ast.JoinedStr):
-                # f"FANGKONG_{name.upper()}_DATABASE_URL": one variable per service
-                for service in SERVICE_NAMES:
-                    names.add("".join(v.value if isinstance(v, ast.Constant) else service.upper()
-                                      for v in arg.values))
-    return {n for n in names if n.startswith("FANGKONG_")}
+    return set(docs.cli_variables())
 
 
 def settings_variables(name: str) -> set[str]:
