@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import fnmatch
 import http.client
 import importlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -387,6 +389,44 @@ def test_the_cli_requirements_step_keeps_the_third_party_pins_only() -> None:
     assert out and all("==" in d for d in out)
 
 
+def dockerignored(relative: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps ``relative`` (or a folder above it) out of the build context.
+    Enough of Docker's matching for this file: plain names and paths, ``*``, a leading ``**/``."""
+    parts = relative.split("/")
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if pattern.startswith("**/"):
+            hit = any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts)
+        else:
+            hit = any(fnmatch.fnmatchcase("/".join(parts[:k]), pattern) for k in range(1, len(parts) + 1))
+        if hit:
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_what_the_packages_ship_and_drops_local_state() -> None:
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    for package in ("libs/common", "cli", *(f"services/{n}" for n in SERVICE_NAMES)):
+        project = tomllib.loads((ROOT / package / "pyproject.toml").read_text())
+        needed = [p for p in (ROOT / package).rglob("*.py") if "tests" not in p.relative_to(ROOT / package).parts
+                  and "__pycache__" not in p.parts and "build" not in p.relative_to(ROOT / package).parts]
+        for module, globs in project.get("tool", {}).get("setuptools", {}).get("package-data", {}).items():
+            for glob in globs:
+                needed += list((ROOT / package / module.replace(".", "/")).glob(glob))
+        needed.append(ROOT / package / "pyproject.toml")
+        assert len(needed) > 3, package
+        for path in needed:
+            assert not dockerignored(path.relative_to(ROOT).as_posix(), patterns), path
+    for local in (".venv/bin/python", ".git/HEAD", ".cache/kafka/jars", "data/registry.db", ".env",
+                  "services/registry/tests/test_api.py", "cli/fangkong.egg-info/PKG-INFO",
+                  "libs/common/fangkong_common/__pycache__/x.pyc"):
+        assert dockerignored(local, patterns), local
+    assert dockerignored("services/registry/registry/migrations/env.py", patterns + ["**/migrations"])
+
+
 def test_the_dashboard_image_carries_the_cjk_font_its_settings_look_for() -> None:
     from dashboard.config import Settings
 
@@ -396,14 +436,41 @@ def test_the_dashboard_image_carries_the_cjk_font_its_settings_look_for() -> Non
 
 
 _IMAGE_PROBE = textwrap.dedent("""
-    import importlib.abc, sys
-    service, others = sys.argv[1], set(sys.argv[2].split(","))
+    # Imports as in the image: only the distributions the Dockerfile installs (libs/common and
+    # this service with their dependencies, the cli's own third-party pins, the cli with --no-deps).
+    import importlib.abc, json, re, sys
+    from importlib import metadata
+    from packaging.requirements import Requirement
+
+    service, roots = sys.argv[1], json.loads(sys.argv[2])
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+    installed, todo = set(), [(root, ()) for root in roots]
+    while todo:
+        name, extras = todo.pop()
+        key = (norm(name), tuple(sorted(extras)))
+        if key in installed:
+            continue
+        installed.add(key)
+        if norm(name) == "fangkong":
+            continue  # the cli: --no-deps
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (*extras, "")):
+                todo.append((req.name, tuple(req.extras)))
+    image = {name for name, _ in installed}
+    blocked = {module for module, dists in metadata.packages_distributions().items()
+               if not any(norm(d) in image for d in dists)}
 
     class NotInThisImage(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in others:
+            if name.split(".")[0] in blocked:
                 raise ModuleNotFoundError(f"{name} is not installed in the {service} image")
 
+    preloaded = set(sys.modules)  # the interpreter's start-up (site, .pth hooks), not the code under test
     sys.meta_path.insert(0, NotInThisImage())
     from fastapi.testclient import TestClient
     from fangkong_cli.main import app
@@ -414,24 +481,40 @@ _IMAGE_PROBE = textwrap.dedent("""
     with TestClient(entry.create_app(entry.settings())) as client:
         response = client.get(f"/{service}/healthz")
         assert response.json() == {"status": "ok", "service": service}, response.text
-    print("ok", sorted(m for m in others if m in sys.modules))
+    print(json.dumps({"blocked": sorted(blocked), "loaded": sorted(m for m in blocked if m in set(sys.modules) - preloaded)}))
 """)
+
+
+def image_distributions(name: str) -> list[str]:
+    """What services/<name>/Dockerfile installs, read from the pyprojects it installs."""
+    cli = tomllib.loads((ROOT / "cli" / "pyproject.toml").read_text())["project"]
+    own = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())["project"]["name"]
+    base = ["pip", "setuptools", "wheel"]  # in python:3.11-slim already
+    return [*base, "fangkong-common", own, "fangkong", *(d for d in cli["dependencies"] if not d.startswith("fangkong"))]
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_an_image_with_only_its_own_service_migrates_and_serves(name: str, tmp_path: Path) -> None:
-    """What `pip install --no-deps ./cli` relies on: the cli imports a service only when named."""
+    """What `pip install --no-deps ./cli` relies on: the cli imports a service only when named,
+    and nothing it imports needs a package only another service brings (numpy, reportlab, …)."""
     database = f"sqlite+aiosqlite:///{tmp_path / (name + '.db')}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FANGKONG_")}
     env |= {"FANGKONG_ENV": "production", "FANGKONG_JWT_SECRET": STRONG, "FANGKONG_PERSON_KEY_SECRET": STRONG,
             "FANGKONG_AUTO_MIGRATE": "false", "FANGKONG_BUS_URL": f"memory://image-{name}",
             f"FANGKONG_{name.upper()}_DATABASE_URL": database, "FANGKONG_DATABASE_URL": database,
             "FANGKONG_DATA_DIR": str(tmp_path / "data")}
-    others = ",".join(n for n in SERVICE_NAMES if n != name)
-    result = subprocess.run([sys.executable, "-c", _IMAGE_PROBE, name, others], cwd=tmp_path, env=env,
+    roots = [re.split(r"[=<>\[]", d)[0] for d in image_distributions(name)]
+    result = subprocess.run([sys.executable, "-c", _IMAGE_PROBE, name, json.dumps(roots)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("ok []")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == []
+    others = {"registry", "quarantine", "testing", "dashboard"} - {name}
+    assert others <= set(report["blocked"])  # the probe really leaves the other services out
+    if name != "testing":
+        assert {"numpy", "ortools"} <= set(report["blocked"])
+    if name != "dashboard":
+        assert "reportlab" in report["blocked"]
     assert not (tmp_path / "data").exists()  # production writes nothing beside the database
 
 
@@ -573,6 +656,11 @@ def test_nginx_really_routes_like_the_embedded_platform(tmp_path: Path) -> None:
         assert get("/dashboard/static/app.js") == (200, "dashboard /dashboard/static/app.js")
         assert get("/healthz")[0] == 200
         assert get("/registryx")[0] == 404
+        # The compose healthcheck of the gateway, as the container runs it (bash, no curl).
+        check = load_compose()["services"]["gateway"]["healthcheck"]["test"]
+        assert check[0] == "CMD"
+        probe = subprocess.run([c.replace("/8000", f"/{port}") for c in check[1:]], capture_output=True, timeout=10)
+        assert probe.returncode == 0, probe.stderr
         assert get("/nowhere")[0] == 404
 
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
