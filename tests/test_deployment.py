@@ -557,6 +557,7 @@ def test_gateway_routes_each_prefix_to_its_service_and_root_to_the_screen(compos
     locations = nginx_locations(NGINX.read_text())
     for name in SERVICE_NAMES:
         assert proxied_to(locations[f"/{name}/"]) == f"http://{name}:8000", name
+        assert proxied_to(locations[f"= /{name}"]) == f"http://{name}:8000", name
     assert proxied_to(locations["= /"]) == "http://dashboard:8000"
     # Without a URI part nginx passes the request path unchanged, as the embedded dispatcher does.
     for body in locations.values():
@@ -652,9 +653,15 @@ def test_nginx_really_routes_like_the_embedded_platform(tmp_path: Path) -> None:
 
         for name in SERVICE_NAMES:
             assert get(f"/{name}/healthz?x=1") == (200, f"{name} /{name}/healthz?x=1")
+            assert get(f"/{name}") == (200, f"{name} /{name}")
         assert get("/") == (200, "dashboard /")
         assert get("/dashboard/static/app.js") == (200, "dashboard /dashboard/static/app.js")
         assert get("/healthz")[0] == 200
+        status, index = get("/docs")  # the API index, like the embedded platform's
+        assert status == 200
+        assert re.findall(r'href="(/\w+/docs)"', index) == [f"/{n}/docs" for n in SERVICE_NAMES]
+        for name in SERVICE_NAMES:
+            assert get(f"/{name}/openapi.json") == (200, f"{name} /{name}/openapi.json")
         assert get("/registryx")[0] == 404
         # The compose healthcheck of the gateway, as the container runs it (bash, no curl).
         check = load_compose()["services"]["gateway"]["healthcheck"]["test"]
