@@ -144,6 +144,9 @@ def up(
 
     started = time.monotonic()
     directory = _data_dir(data_dir)
+    if not bus and not os.environ.get("FANGKONG_BUS_URL"):
+        # The in-process bus with a journal in the data dir: events survive even a crash.
+        bus = f"memory://fangkong?journal={(directory / 'bus.sqlite').resolve()}"
     overrides = _overrides(directory, bus_url=bus)
     base_url = database_url or os.environ.get("FANGKONG_DATABASE_URL")
     try:

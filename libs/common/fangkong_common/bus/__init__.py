@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
 from fangkong_common.bus.base import (
     Bus,
     BusUnavailable,
@@ -24,7 +27,9 @@ def create_bus(url: str, *, partitions: int = 6, client_id: str = "fangkong") ->
         from fangkong_common.bus.memory import MemoryBus
 
         if url not in _memory_buses:
-            _memory_buses[url] = MemoryBus(url, partitions=partitions)
+            # memory://name?journal=/path/bus.sqlite keeps what is not consumed yet across restarts.
+            journal = parse_qs(urlsplit(url).query).get("journal", [None])[0]
+            _memory_buses[url] = MemoryBus(url, partitions=partitions, journal=Path(journal) if journal else None)
         return _memory_buses[url]
     if url.startswith("kafka://"):
         from fangkong_common.bus.kafka import KafkaBus
@@ -34,7 +39,9 @@ def create_bus(url: str, *, partitions: int = 6, client_id: str = "fangkong") ->
 
 
 def forget_memory_bus(url: str) -> None:
-    _memory_buses.pop(url, None)
+    bus = _memory_buses.pop(url, None)
+    if bus is not None:
+        bus.close()
 
 
 __all__ = [

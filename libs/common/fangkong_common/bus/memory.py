@@ -2,9 +2,10 @@
 consumer groups that split partitions, offsets committed only after the
 handler's effect, redelivery of what was not committed, dead-letter topics.
 
-For the embedded mode (one process) and unit tests. Messages live in memory:
-what the outbox has not published survives a restart in the outbox table,
-but a consumer's backlog does not; the deployed mode uses Kafka.
+For the embedded mode (one process) and unit tests. Messages live in memory;
+with ``memory://name?journal=PATH`` (what `fangkong up` uses) they are also
+written to a journal file, so a consumer's backlog survives the process
+(see journal.py). The deployed mode uses Kafka.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fangkong_common import metrics
 from fangkong_common.aio import cancel_and_wait
@@ -29,12 +31,23 @@ from fangkong_common.bus.base import (
     Subscription,
     publish_dead_letters,
 )
+from fangkong_common.bus.journal import Journal
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.topics import dlq
 
 log = logging.getLogger("fangkong.bus.memory")
 
 _member_ids = itertools.count(1)
+
+
+class _Log(list):
+    """One partition: its records from offset ``base`` on (earlier ones were trimmed from the journal)."""
+
+    base = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self)
 
 
 @dataclass
@@ -46,14 +59,32 @@ class _Group:
 
 
 class MemoryBus(Bus):
-    def __init__(self, url: str = "memory://", partitions: int = 4) -> None:
+    def __init__(self, url: str = "memory://", partitions: int = 4, journal: Path | None = None) -> None:
         self.url = url
         self.partitions = partitions
-        self._logs: dict[str, list[list[Record]]] = {}
+        self._logs: dict[str, list[_Log]] = {}
         self._groups: dict[str, _Group] = {}
         self._condition: asyncio.Condition | None = None
         self._condition_loop: asyncio.AbstractEventLoop | None = None
         self._outage = False
+        self._journal = Journal(journal, partitions) if journal else None
+        if self._journal is not None:
+            self._reload(self._journal)
+
+    def _reload(self, journal: Journal) -> None:
+        """What an earlier process left: every group's offsets and the records some group still needs."""
+        self.partitions = journal.partitions
+        trimmed = journal.trim()
+        for name, committed in journal.committed().items():
+            self._groups[name] = _Group(name, committed=committed)
+        for (topic, partition), end in journal.ends().items():
+            self._topic(topic)[partition].base = end
+        for record in journal.records():
+            log_ = self._topic(record.topic)[record.partition]
+            if not log_:
+                log_.base = record.offset
+            log_.append(record)
+        log.info("in-process bus reloaded its journal", extra={"records": self.backlog(), "trimmed": trimmed})
 
     @property
     def _changed(self) -> asyncio.Condition:
@@ -65,10 +96,15 @@ class MemoryBus(Bus):
             self._condition_loop = loop
         return self._condition
 
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
     # --- topics -----------------------------------------------------------
-    def _topic(self, topic: str) -> list[list[Record]]:
+    def _topic(self, topic: str) -> list[_Log]:
         if topic not in self._logs:
-            self._logs[topic] = [[] for _ in range(self.partitions)]
+            self._logs[topic] = [_Log() for _ in range(self.partitions)]
         return self._logs[topic]
 
     def partition_for(self, key: bytes | None, topic: str) -> int:
@@ -102,7 +138,7 @@ class MemoryBus(Bus):
             topics = {t for member in group.members for t in member.topics}
             for topic in topics:
                 for partition, log_ in enumerate(self._topic(topic)):
-                    total += len(log_) - group.committed.get((topic, partition), 0)
+                    total += log_.end - max(log_.base, group.committed.get((topic, partition), 0))
         return total
 
     # --- publish ----------------------------------------------------------
@@ -115,11 +151,20 @@ class MemoryBus(Bus):
     async def publish_records(self, records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
         if self._outage:
             raise BusUnavailable("in-memory bus is simulating an outage")
+        ends: dict[tuple[str, int], int] = {}
+        batch: list[Record] = []
         for topic, key, value, headers in records:
             partition = self.partition_for(key, topic)
-            log_ = self._topic(topic)[partition]
-            log_.append(Record(topic, partition, len(log_), key, value, tuple(headers)))
-            metrics.BUS_PUBLISHED.labels(topic).inc()
+            offset = ends.get((topic, partition), self._topic(topic)[partition].end)
+            ends[(topic, partition)] = offset + 1
+            batch.append(Record(topic, partition, offset, key, value, tuple(headers)))
+        if self._journal is not None:
+            # On disk first: once this returns, the outbox forgets the events. Synchronous on
+            # purpose: no other publisher may take these offsets while the write is under way.
+            self._journal.append(batch)
+        for record in batch:
+            self._topic(record.topic)[record.partition].append(record)
+            metrics.BUS_PUBLISHED.labels(record.topic).inc()
         async with self._changed:
             self._changed.notify_all()
 
@@ -135,7 +180,7 @@ class MemoryBus(Bus):
         pairs = [(t, p) for t in topics for p in range(len(self._topic(t)))]
         for index, pair in enumerate(pairs):
             member = members[index % len(members)]
-            member._assigned[pair] = group.committed.get(pair, 0)
+            member._assigned[pair] = max(group.committed.get(pair, 0), self._topic(pair[0])[pair[1]].base)
 
     async def subscribe(
         self,
@@ -148,6 +193,8 @@ class MemoryBus(Bus):
         retry: RetryPolicy | None = None,
     ) -> "MemorySubscription":
         state = self._groups.setdefault(group, _Group(group))
+        if self._journal is not None:
+            self._journal.subscribed(group, topics)
         sub = MemorySubscription(
             self, state, tuple(topics), BatchProcessor(group, handler, raw, retry or RetryPolicy()), max_batch
         )
@@ -194,7 +241,8 @@ class MemorySubscription(Subscription):
             room = self._max_batch - len(batch)
             if room <= 0:
                 break
-            batch.extend(log_[position : position + room])
+            start = max(position, log_.base) - log_.base
+            batch.extend(log_[start : start + room])
         return self._group.generation, batch
 
     async def _run(self) -> None:
@@ -223,6 +271,10 @@ class MemorySubscription(Subscription):
                     self._assigned[pair] = offset
                 else:
                     self._assigned[pair] = self._group.committed[pair]
+        if self._bus._journal is not None:
+            owned = {pair: self._group.committed[pair] for pair in last if pair in self._assigned}
+            if owned:
+                self._bus._journal.commit(self._group.name, owned)
 
     async def stop(self) -> None:
         """Leave the group; whatever was fetched but not committed is redelivered."""
