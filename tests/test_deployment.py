@@ -35,12 +35,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+from fangkong_cli import docs
+from fangkong_cli.services import SERVICE_NAMES, SERVICES
 from fangkong_common.events import topics
 from fangkong_common.events.schemas import PAYLOAD_MODELS
 from fangkong_common.settings import CommonSettings
-from fangkong_cli import docs
-from fangkong_cli.services import SERVICE_NAMES, SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -304,7 +303,7 @@ def compose_binary() -> str | None:
     if spec and spec.origin and (Path(spec.origin).parent / "docker-compose").exists():
         return str(Path(spec.origin).parent / "docker-compose")
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
         return f"{docker} compose"
     return None
 
@@ -317,10 +316,10 @@ def test_docker_compose_itself_accepts_the_file_and_refuses_the_example_env(tmp_
     env_file.write_text("".join(f"{k}={v}\n" for k, v in filled_env().items()))
     command = [*shlex.split(binary), "-f", str(COMPOSE), "--project-directory", str(ROOT)]
     ok = subprocess.run([*command, "--env-file", str(env_file), "config", "--format", "json"],
-                        capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
+                        capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")}, check=False)
     assert ok.returncode == 0, ok.stderr
     refused = subprocess.run([*command, "--env-file", str(ENV_EXAMPLE), "config", "-q"],
-                             capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
+                             capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")}, check=False)
     assert refused.returncode != 0 and "FANGKONG_JWT_SECRET" in refused.stderr
 
 
@@ -348,7 +347,7 @@ def test_dockerfile_copies_existing_paths_and_installs_its_own_service(name: str
     installed = re.findall(r"pip install (?:--no-deps )?((?:\./\S+ ?)+)", run)
     paths = {p.removeprefix("./") for group in installed for p in group.split()}
     assert paths == {"libs/common", f"services/{name}", "cli"}
-    assert f"pip install --no-deps ./cli" in run  # the other three services stay out of the image
+    assert "pip install --no-deps ./cli" in run  # the other three services stay out of the image
     # Every module the build imports to check itself exists.
     for modules in re.findall(r'python -c "import ([\w., ]+)"', run):
         for module in modules.split(","):
@@ -365,9 +364,8 @@ def test_dockerfile_runs_the_service_as_a_non_root_user_on_port_8000(name: str) 
 
 
 def test_the_commands_the_images_run_exist() -> None:
-    from typer.testing import CliRunner
-
     from fangkong_cli.main import app
+    from typer.testing import CliRunner
 
     scripts = tomllib.loads((ROOT / "cli" / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["fangkong"] == "fangkong_cli.main:app"
@@ -505,7 +503,7 @@ def test_an_image_with_only_its_own_service_migrates_and_serves(name: str, tmp_p
             "FANGKONG_DATA_DIR": str(tmp_path / "data")}
     roots = [re.split(r"[=<>\[]", d)[0] for d in image_distributions(name)]
     result = subprocess.run([sys.executable, "-c", _IMAGE_PROBE, name, json.dumps(roots)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
@@ -540,7 +538,7 @@ def test_every_topic_a_service_consumes_is_in_the_catalogue(name: str) -> None:
 def nginx_locations(text: str) -> dict[str, str]:
     """``{"= /": body, "/registry/": body, …}`` (the config has no nested blocks in a location)."""
     return {f"{m[1] or ''}{m[2]}".strip(): m[3]
-            for m in re.finditer(r"location\s+(=\s*)?(\S+)\s*\{(.*?)\}", text, re.S)}
+            for m in re.finditer(r"location\s+(=\s*)?(\S+)\s*\{(.*?)\}", text, re.DOTALL)}
 
 
 def proxied_to(body: str) -> str | None:
@@ -595,7 +593,7 @@ class _Backend(ThreadingHTTPServer):
 
 def _backend(name: str) -> _Backend:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.startswith("/dashboard/stream"):
                 # Two SSE events a second apart: a buffering proxy would deliver them together.
                 self.send_response(200)
@@ -666,7 +664,7 @@ def test_nginx_really_routes_like_the_embedded_platform(tmp_path: Path) -> None:
         # The compose healthcheck of the gateway, as the container runs it (bash, no curl).
         check = load_compose()["services"]["gateway"]["healthcheck"]["test"]
         assert check[0] == "CMD"
-        probe = subprocess.run([c.replace("/8000", f"/{port}") for c in check[1:]], capture_output=True, timeout=10)
+        probe = subprocess.run([c.replace("/8000", f"/{port}") for c in check[1:]], capture_output=True, timeout=10, check=False)
         assert probe.returncode == 0, probe.stderr
         assert get("/nowhere")[0] == 404
 
@@ -697,7 +695,7 @@ def test_init_script_creates_one_database_and_role_per_service(postgres_server) 
            "POSTGRES_USER": url.username or "postgres",
            **{f"{n.upper()}_DB_PASSWORD": f"pw{n}" for n in SERVICE_NAMES}}
     for _ in range(2):  # safe to run again (a restarted container with an old volume)
-        done = subprocess.run(["sh", str(INIT_SCRIPT)], env=env, capture_output=True, text=True)
+        done = subprocess.run(["sh", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
 
     async def owners() -> dict[str, str]:
@@ -714,5 +712,5 @@ def test_init_script_creates_one_database_and_role_per_service(postgres_server) 
 
     missing = dict(env)
     del missing["TESTING_DB_PASSWORD"]
-    refused = subprocess.run(["sh", str(INIT_SCRIPT)], env=missing, capture_output=True, text=True)
+    refused = subprocess.run(["sh", str(INIT_SCRIPT)], env=missing, capture_output=True, text=True, check=False)
     assert refused.returncode != 0 and "TESTING_DB_PASSWORD" in refused.stderr

@@ -10,14 +10,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pydantic import Field, SecretStr
-from typer.testing import CliRunner
-
+from fangkong_cli import docs
+from fangkong_cli.services import SERVICE_NAMES
 from fangkong_common.events import topics
 from fangkong_common.events.schemas import PAYLOAD_MODELS, TestPositive
 from fangkong_common.settings import DEFAULT_SECRET, CommonSettings
-from fangkong_cli import docs
-from fangkong_cli.services import SERVICE_NAMES
+from pydantic import Field, SecretStr
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -32,7 +31,7 @@ def test_readme_generated_blocks_are_current() -> None:
 
 
 def _outside_blocks(text: str) -> str:
-    return re.sub(r"(<!-- BEGIN GENERATED: (\w+) -->).*?(<!-- END GENERATED: \2 -->)", r"\1\3", text, flags=re.S)
+    return re.sub(r"(<!-- BEGIN GENERATED: (\w+) -->).*?(<!-- END GENERATED: \2 -->)", r"\1\3", text, flags=re.DOTALL)
 
 
 def test_check_fails_on_a_stale_copy_and_regenerating_changes_only_the_blocks(tmp_path: Path) -> None:

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import AwareDatetime, BaseModel, SecretStr
-from pydantic.fields import FieldInfo
-
 from fangkong_common.events import schemas, topics
 from fangkong_common.events.envelope import EventPayload
 from fangkong_common.settings import CommonSettings
+from pydantic import AwareDatetime, BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+
 from fangkong_cli.services import SERVICE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,10 +250,10 @@ def events_markdown() -> str:
     produced = scan_producers()
     consumed = consumers()
     lines = [
-        "Every topic carries one event type; the envelope's `key` (the partition key) keeps one "
-        "person's — or one tube's, one site's — events in order on one partition. Producers are found "
-        "in the services' code, consumers in their `CONSUMERS` (service: consumer group); every "
-        "consumer also gets the topic's dead letters at `<topic>.dlq`.",
+        ("Every topic carries one event type; the envelope's `key` (the partition key) keeps one "
+         "person's — or one tube's, one site's — events in order on one partition. Producers are found "
+         "in the services' code, consumers in their `CONSUMERS` (service: consumer group); an event a "
+         "consumer cannot apply goes to `<topic>.dlq`."),
         "",
         "| topic | payload | version | partition key | producers | consumers |",
         "|---|---|---|---|---|---|",
@@ -281,7 +281,7 @@ def events_markdown() -> str:
         lines += _fields_table(model, nested)
     done: set[type] = set()
     while nested - done:
-        model = sorted(nested - done, key=lambda m: m.__name__)[0]
+        model = min(nested - done, key=lambda m: m.__name__)
         done.add(model)
         lines += ["", f"#### {model.__name__}", "", "Part of a payload above.", ""]
         lines += _fields_table(model, nested)
@@ -397,7 +397,7 @@ def settings_markdown() -> str:
     classes = {service: importlib.import_module(f"{service}.config").Settings for service in SERVICE_NAMES}
     for service, cls in classes.items():
         if not issubclass(cls, CommonSettings):  # pragma: no cover - every service's settings are
-            raise RuntimeError(f"{service}.config.Settings is not a CommonSettings")
+            raise TypeError(f"{service}.config.Settings is not a CommonSettings")
     prefix = CommonSettings.model_config["env_prefix"]
     common = CommonSettings.model_fields
     descriptions = _descriptions(CommonSettings)
@@ -412,8 +412,8 @@ def settings_markdown() -> str:
         if text and not text.startswith("read in") and name in common:
             descriptions.setdefault(name, text)
     lines = [
-        "Read from the environment by every service (pydantic-settings; lists as JSON). "
-        "\"all\" is every service and the `fangkong` command.",
+        ("Read from the environment by every service (pydantic-settings; lists as JSON). "
+         "\"all\" is every service and the `fangkong` command."),
         "",
         "| variable | type | default | services | description |",
         "|---|---|---|---|---|",
@@ -461,10 +461,11 @@ def render(readme: str, blocks: dict[str, str]) -> str:
     """``readme`` with the text between each block's markers replaced (nothing else changes)."""
     for name, body in blocks.items():
         begin, end = f"<!-- BEGIN GENERATED: {name} -->", f"<!-- END GENERATED: {name} -->"
-        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
         if len(pattern.findall(readme)) != 1:
             raise MarkersMissing(f"README needs exactly one {begin} … {end} pair")
-        readme = pattern.sub(lambda _m: f"{begin}\n{body.strip()}\n{end}", readme)
+        block = f"{begin}\n{body.strip()}\n{end}"
+        readme = pattern.sub(lambda _m, block=block: block, readme)  # a function: no backslash escapes in block
     return readme
 
 
@@ -496,9 +497,9 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    check: bool = typer.Option(False, "--check", help="exit 1 when the README is stale (write nothing)"),
-    readme: Path = typer.Option(README, "--readme", help="the README to update"),
-    lang: str = typer.Option("zh", "--lang", help="zh (default) or en"),
+    check: Annotated[bool, typer.Option("--check", help="exit 1 when the README is stale (write nothing)")] = False,
+    readme: Annotated[Path, typer.Option("--readme", help="the README to update")] = README,
+    lang: Annotated[str, typer.Option("--lang", help="zh (default) or en")] = "zh",
 ) -> None:
     """Regenerate the README's event catalogue and settings reference."""
     if lang not in MESSAGES:
