@@ -101,6 +101,7 @@ class CorrelationMiddleware:
 class ClockOut(BaseModel):
     now: AwareDatetime
     offset_seconds: float
+    frozen: bool
     controllable: bool
 
 
@@ -109,16 +110,19 @@ class ClockIn(BaseModel):
 
     now: AwareDatetime | None = None
     offset_seconds: float | None = Field(default=None, ge=-10 * 365 * 86400, le=10 * 365 * 86400)
+    frozen: bool = Field(default=False, description="stop the clock at `now` (exact simulated times)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ClockIn":
         if (self.now is None) == (self.offset_seconds is None):
             raise ValueError("give either now or offset_seconds")
+        if self.frozen and self.now is None:
+            raise ValueError("frozen needs now: the moment to stop the clock at")
         return self
 
 
 def _clock_out(request: Request) -> ClockOut:
-    return ClockOut(now=clock.now(), offset_seconds=clock.offset().total_seconds(),
+    return ClockOut(now=clock.now(), offset_seconds=clock.offset().total_seconds(), frozen=clock.frozen(),
                     controllable=request.app.state.settings.clock_controllable)
 
 
@@ -137,7 +141,7 @@ def _clock_router(name: str) -> APIRouter:
             raise HTTPException(status.HTTP_409_CONFLICT,
                                 "clock control is off (FANGKONG_CLOCK_CONTROL=false or production)")
         if body.now is not None:
-            clock.move_to(body.now)
+            clock.move_to(body.now, freeze=body.frozen)
         else:
             clock.set_offset(timedelta(seconds=body.offset_seconds or 0.0))
         return _clock_out(request)

@@ -17,10 +17,16 @@ from datetime import UTC, date, datetime, timedelta, timezone
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
 
 _offset = timedelta(0)
+# A stopped clock: every "now" is this moment until the clock is moved again. A simulator
+# that wants exact intervals stops it at each step's time (the events of a step then all
+# carry that time, and the interval between two steps is exactly what it played).
+_frozen: datetime | None = None
 
 
 def now() -> datetime:
     """The current moment, aware, in UTC."""
+    if _frozen is not None:
+        return _frozen
     return datetime.now(UTC) + _offset
 
 
@@ -30,16 +36,24 @@ def today() -> date:
 
 
 def offset() -> timedelta:
-    return _offset
+    return (_frozen - datetime.now(UTC)) if _frozen is not None else _offset
+
+
+def frozen() -> bool:
+    return _frozen is not None
 
 
 def set_offset(value: timedelta) -> None:
-    global _offset
-    _offset = value
+    """Run the clock ``value`` away from the wall clock (0: real time)."""
+    global _offset, _frozen
+    _offset, _frozen = value, None
 
 
-def move_to(moment: datetime) -> None:
-    """Put the clock at ``moment`` (aware); it runs on from there."""
+def move_to(moment: datetime, *, freeze: bool = False) -> None:
+    """Put the clock at ``moment`` (aware); it runs on from there, or stays there with ``freeze``."""
+    global _frozen
     if moment.tzinfo is None:
         raise ValueError("the clock needs an aware datetime (with a UTC offset)")
     set_offset(moment - datetime.now(UTC))
+    if freeze:
+        _frozen = moment.astimezone(UTC)

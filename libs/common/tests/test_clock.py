@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,3 +81,20 @@ def test_production_has_no_clock_control_and_refuses_to_turn_it_on() -> None:
     with pytest.raises(ValidationError, match="CLOCK_CONTROL"):
         CommonSettings(env="production", clock_control=True, **secrets)
     assert DEFAULT_SECRET not in secrets.values()
+
+
+async def test_a_frozen_clock_stays_put_until_it_is_moved_again(tmp_path: Path) -> None:
+    async with running(_app(tmp_path)) as h:
+        body = {"now": "2022-03-15T08:00:00+08:00", "frozen": True}
+        moved = (await h.client.put("/svc/clock", json=body, headers=h.headers(Role.admin))).json()
+        assert moved["frozen"] is True
+        first = clock.now()
+        await asyncio.sleep(0.02)
+        assert clock.now() == first == datetime(2022, 3, 15, 0, 0, tzinfo=UTC)
+        assert Envelope(type="x", source="s", key="k", payload={}).occurred_at == first
+        bad = await h.client.put("/svc/clock", json={"offset_seconds": 0, "frozen": True}, headers=h.headers(Role.admin))
+        assert bad.status_code == 422
+        running_again = (await h.client.put("/svc/clock", json={"offset_seconds": 0},
+                                            headers=h.headers(Role.admin))).json()
+        assert running_again["frozen"] is False
+        assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=1)
