@@ -618,6 +618,21 @@ def _backend(name: str) -> _Backend:
     return server
 
 
+def test_the_service_healthcheck_command_passes_on_a_live_service_and_fails_without_one(compose: dict) -> None:
+    check = compose["services"]["registry"]["healthcheck"]["test"]
+    assert check[0] == "CMD" and "/healthz" in check[-1]
+    server = _backend("registry")
+    try:
+        live = [part.replace(":8000/", f":{server.server_address[1]}/") for part in check[1:]]
+        live[0] = sys.executable if live[0] == "python" else live[0]
+        assert subprocess.run(live, capture_output=True, timeout=20, check=False).returncode == 0
+        dead = [part.replace(":8000/", f":{_free_port()}/") for part in check[1:]]
+        dead[0] = live[0]
+        assert subprocess.run(dead, capture_output=True, timeout=20, check=False).returncode != 0
+    finally:
+        server.shutdown()
+
+
 def test_nginx_really_routes_like_the_embedded_platform(tmp_path: Path) -> None:
     """With real nginx (skipped where none is installed); service names point at local backends."""
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
@@ -709,6 +724,17 @@ def test_init_script_creates_one_database_and_role_per_service(postgres_server) 
             await conn.close()
 
     assert asyncio.run(owners()) == {n: n for n in SERVICE_NAMES}
+
+    # Each migrate container's command, as the service's own role (not a superuser) on its database.
+    for name in SERVICE_NAMES:
+        service_url = f"postgresql+asyncpg://{name}:pw{name}@{url.host}:{url.port}/{name}"
+        migrate_env = {k: v for k, v in os.environ.items() if not k.startswith("FANGKONG_")}
+        migrate_env |= {"FANGKONG_ENV": "production", "FANGKONG_JWT_SECRET": STRONG,
+                        "FANGKONG_PERSON_KEY_SECRET": STRONG, f"FANGKONG_{name.upper()}_DATABASE_URL": service_url}
+        fangkong = Path(sys.executable).with_name("fangkong")
+        migrated = subprocess.run([str(fangkong), "migrate", "--service", name], env=migrate_env,
+                                  capture_output=True, text=True, timeout=240, check=False)
+        assert migrated.returncode == 0, migrated.stderr[-3000:]
 
     missing = dict(env)
     del missing["TESTING_DB_PASSWORD"]
