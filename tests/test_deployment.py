@@ -740,3 +740,95 @@ def test_init_script_creates_one_database_and_role_per_service(postgres_server) 
     del missing["TESTING_DB_PASSWORD"]
     refused = subprocess.run(["sh", str(INIT_SCRIPT)], env=missing, capture_output=True, text=True, check=False)
     assert refused.returncode != 0 and "TESTING_DB_PASSWORD" in refused.stderr
+
+
+# --- Kafka as compose configures it ------------------------------------------------------------------------
+
+
+def kafka_properties(env: dict[str, str], port: int, controller_port: int, data: Path) -> str:
+    """server.properties as the apache/kafka image writes it from KAFKA_* variables (prefix dropped,
+    "_" → ".", "__" → "_", "___" → "-"), the compose host name and ports moved to loopback."""
+    lines = []
+    for name, value in env.items():
+        if not name.startswith("KAFKA_") or name in ("KAFKA_HEAP_OPTS", "KAFKA_OPTS", "KAFKA_LOG4J_OPTS"):
+            continue
+        key = name.removeprefix("KAFKA_").replace("___", "-").replace("__", "\0").replace("_", ".")
+        key = key.replace("\0", "_").lower()
+        value = value.replace("://:", "://127.0.0.1:").replace("kafka:", "127.0.0.1:")
+        value = value.replace(":9092", f":{port}").replace(":9093", f":{controller_port}")
+        lines.append(f"{key}={data if key == 'log.dirs' else value}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.kafka
+async def test_kafka_as_compose_configures_it_serves_the_bus_and_replicas_split_partitions(
+        compose: dict, tmp_path: Path) -> None:
+    """A broker from the Kafka jars the tests use (same version as the image), configured from the
+    compose file's KAFKA_* variables: it starts, and two members of one consumer group (two replicas
+    of a service) share the partitions of a topic keyed by person."""
+    from fangkong_common.bus import create_bus
+    from fangkong_common.events.envelope import Envelope
+
+    jars = ROOT / ".cache" / "kafka" / "jars"
+    java = shutil.which("java")
+    if java is None or not any(jars.glob("kafka_2.13-*.jar")):
+        pytest.skip("no Kafka jars (scripts/kafka fetch)")
+    env = environment(compose["services"]["kafka"])
+    port, controller_port = _free_port(), _free_port()
+    props = tmp_path / "server.properties"
+    props.write_text(kafka_properties(env, port, controller_port, tmp_path / "data"))
+    classpath = [java, "-Xms256m", "-Xmx512m", "-cp", str(jars / "*"),
+                 f"-Dlog4j2.configurationFile={ROOT / 'scripts' / 'kafka-log4j2.properties'}"]
+    formatted = await asyncio.to_thread(
+        subprocess.run, [*classpath, "kafka.tools.StorageTool", "format", f"--cluster-id={env['CLUSTER_ID']}",
+                         "-c", str(props)], capture_output=True, text=True, timeout=120, check=False)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    log = (tmp_path / "kafka.log").open("wb")
+    broker = await asyncio.to_thread(subprocess.Popen, [*classpath, "kafka.Kafka", str(props)], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+    bus = create_bus(f"kafka://127.0.0.1:{port}", partitions=4, client_id="compose-check")
+    try:
+        deadline = time.monotonic() + 90
+        while not await bus.ping():
+            assert broker.poll() is None, (tmp_path / "kafka.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the broker did not come up"
+            await asyncio.sleep(0.5)
+        received: dict[str, list[str]] = {"a": [], "b": []}
+
+        def handler_for(member: str):
+            async def handler(envelopes: list[Envelope]) -> None:
+                received[member].extend(e.key for e in envelopes)
+            return handler
+
+        topic = "compose.check"
+        first = await bus.subscribe([topic], "registry.cases", handler_for("a"))
+        second = await bus.subscribe([topic], "registry.cases", handler_for("b"))
+        try:
+            everything = {(topic, p) for p in range(4)}
+            deadline = time.monotonic() + 60
+            while not (first.assignment() and second.assignment()
+                       and first.assignment() | second.assignment() == everything
+                       and not first.assignment() & second.assignment()):
+                assert time.monotonic() < deadline, "the group never split the partitions"
+                await asyncio.sleep(0.2)
+            keys = [f"{n:064x}" for n in range(40)]
+            await bus.publish([Envelope(type=topic, source="test", key=k, payload={"n": n})
+                               for n, k in enumerate(keys)])
+            deadline = time.monotonic() + 60
+            while len(received["a"]) + len(received["b"]) < len(keys):
+                assert time.monotonic() < deadline, received
+                await asyncio.sleep(0.2)
+        finally:
+            await first.stop()
+            await second.stop()
+        assert received["a"] and received["b"], "both replicas must get work"
+        assert not set(received["a"]) & set(received["b"]), "one person's events go to one replica"
+    finally:
+        await bus.stop()
+        broker.terminate()
+        try:
+            await asyncio.to_thread(broker.wait, 30)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            await asyncio.to_thread(broker.wait)
+        log.close()
