@@ -24,21 +24,32 @@ class InsecureSettingsError(ValueError):
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FANGKONG_", extra="ignore")
 
+    # production refuses default secrets and clock control; development and test allow the demo shortcuts.
     env: Literal["development", "test", "production"] = "development"
+    # The service's own name: its SQLite file, its logs' and metrics' label, the events' source.
     service_name: str = "fangkong"
+    # Where SQLite files, the embedded bus journal and generated secrets live.
     data_dir: Path = Path("./data")
     # Empty means "a SQLite file named after the service under data_dir".
     database_url: str = ""
+    # kafka://host:port[?namespace=prefix] or memory://name[?journal=PATH] (in-process).
     bus_url: str = "memory://"
+    # Partitions per topic the bus creates: the most replicas of one consumer group that can share the work.
     bus_partitions: int = 6
+    # Signs and checks every token (HS256); shared by every service of an installation.
     jwt_secret: SecretStr = SecretStr(DEFAULT_SECRET)
+    # The `iss` claim tokens must carry.
     jwt_issuer: str = "fangkong"
+    # Keys the HMAC that turns an ID number into a person_key; the same for every service, never rotated lightly.
     person_key_secret: SecretStr = SecretStr(DEFAULT_SECRET)
     # Run the service's Alembic migrations at start-up (embedded mode, tests);
     # deployments run `fangkong migrate` once instead.
     auto_migrate: bool = True
+    # DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
+    # One JSON object per log line (for a log collector); false for plain text.
     log_json: bool = True
+    # Outbox rows the relay publishes per round trip to the broker.
     outbox_batch_size: int = 500
     # Fallback poll: the relay is woken at once by commits in its own process;
     # this bounds the delay for rows written by other processes.
