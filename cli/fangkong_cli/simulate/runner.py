@@ -7,6 +7,8 @@ platform, and what-if runs (issue 10) play the same seed under changed capacitie
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -61,6 +63,7 @@ class Summary:
     wall_seconds: float = 0.0
     events: int | None = None         # events the platform published to its bus during the run
     truth: GroundTruth | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
 
     @property
     def events_per_second(self) -> float | None:
@@ -83,6 +86,7 @@ class Sim:
         self.figures: dict[str, int] = {}
         self.scenario = ""
         self.report_day: date | None = None
+        self.timings: dict[str, float] = {}
         self.run_tag = "0000"
 
     def scaled(self, n: float, minimum: int = 1) -> int:
@@ -102,6 +106,15 @@ class Sim:
         self.now = moment
         self.clock_controlled = await self.api.set_clock(moment)
         self.truth.add("clock", moment)
+
+    @contextlib.asynccontextmanager
+    async def timed(self, phase: str):
+        """Wall seconds per phase of the run (where the time goes, for the report)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - started
 
     def task(self, description: str, total: float | None) -> Callable[[float], None]:
         if self.progress is None:
@@ -174,7 +187,14 @@ async def collect(sim: Sim, scenario: str, region: str) -> Summary:
     # The KPIs of the last full simulated day (the final step may be a few minutes past midnight).
     day = (sim.report_day or (sim.now or start).astimezone(CST).date()).isoformat()
     # The province: cases treated in a supporting city count for their own city once classified.
-    board = await api.call("dashboard", "GET", "/dashboard/kpis", params={"region_code": region, "date": day})
+    # The read models trail the services by a few batches: read until two reads agree.
+    board, previous = None, None
+    for _ in range(100):
+        board = await api.call("dashboard", "GET", "/dashboard/kpis", params={"region_code": region, "date": day})
+        if board == previous:
+            break
+        previous = board
+        await asyncio.sleep(0.3)
     summary.kpis, summary.headline = board["kpis"], board["headline"]
     forecast = await api.call("testing", "GET", "/testing/capacity/forecast", params={"days": 3})
     summary.backlog = {"pending_tubes": forecast.get("pending_tubes", 0),
@@ -198,6 +218,7 @@ async def collect(sim: Sim, scenario: str, region: str) -> Summary:
     summary.figures = {"positives": counts["positive"], "contacts": counts["exposed"],
                        "classified": counts["classified"], "tubes": sim.tubes_collected,
                        "results": sim.results_posted, **sim.figures}
+    summary.timings = {k: round(v, 2) for k, v in sim.timings.items()}
     return summary
 
 

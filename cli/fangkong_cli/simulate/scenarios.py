@@ -39,7 +39,7 @@ async def settle_orders(world: World, reasons=("retest", "quarantine")) -> None:
 # --- school outbreak ---------------------------------------------------------------
 
 # New positives found by campus screening per day (scale 1): a handful to about a thousand.
-CAMPUS_CURVE = [3, 4, 7, 11, 17, 26, 38, 54, 70, 86, 98, 108, 114, 118]
+CAMPUS_CURVE = [3, 5, 9, 15, 23, 35, 51, 72, 95, 116, 132, 146, 154, 160]
 UNIVERSITIES = [
     # id, name, county, students, lat, lon, sampling sites
     ("szu", "深圳大学", "440305", 30_000, 22.533, 113.936, 4),
@@ -85,7 +85,7 @@ async def school_outbreak(sim: Sim) -> str:
     quarantine_site = await world.testing_site(setup, "隔离医学观察点核酸采样队", "440304", 22.541, 114.055,
                                                swabs_per_hour=sim.scaled(400), ratio=1)
     tick()
-    lab_capacity = sim.scaled(6000 * sim.options.lever("labs"))
+    lab_capacity = sim.scaled(3600 * sim.options.lever("labs"))
     for k, (county, lat, lon) in enumerate([("440304", 22.54, 114.06), ("440305", 22.53, 113.93),
                                             ("440306", 22.56, 113.88), ("440307", 22.72, 114.25)]):
         await world.lab(setup, f"深圳市核酸检测实验室{k + 1}", county, lat, lon, max(1, lab_capacity // 4))
@@ -118,8 +118,9 @@ async def school_outbreak(sim: Sim) -> str:
         day = start + d * DAY
         # 00:30 the quarantine's daily job: releases, stage moves, tests due, waiting positives to beds.
         await sim.at(at_hour(day, 0.5))
-        await world.scheduler(sim.now)
-        await settle_orders(world)
+        async with sim.timed("scheduler"):
+            await world.scheduler(sim.now)
+            await settle_orders(world)
         # 08:00 a fangcang opens when beds run short; sampling: one campus screened (10-in-1), and every
         # person the platform asks a test of (quarantine tests, retests of yesterday's late pools).
         await sim.at(at_hour(day, 8))
@@ -139,15 +140,19 @@ async def school_outbreak(sim: Sim) -> str:
                       10 if len(campus[k:k + 10]) > 5 else 5,
                       campus[k:k + 10], sim.now, 2, [p.id_number for p in campus[k:k + 10]])
                  for k in range(0, len(campus), 10)]
-        await world.swab(pools, sim.now)
-        await world.swab_orders(sim.now, lambda _p, _o: quarantine_site)
+        async with sim.timed("swab"):
+            await world.swab(pools, sim.now)
+            await world.swab_orders(sim.now, lambda _p, _o: quarantine_site)
         # 13:00 and 21:00 the labs work through their queue (retests first, then in order of collection).
         await sim.at(at_hour(day, 13))
-        await world.run_labs(sim.now, lab_capacity // 2)
+        async with sim.timed("labs"):
+            await world.run_labs(sim.now, lab_capacity // 2)
         await sim.at(at_hour(day, 17))
-        await world.swab_orders(sim.now, lambda p, o: sites[0], reasons=("retest",))
+        async with sim.timed("swab"):
+            await world.swab_orders(sim.now, lambda p, o: sites[0], reasons=("retest",))
         await sim.at(at_hour(day, 21))
-        await world.run_labs(sim.now, lab_capacity - lab_capacity // 2)
+        async with sim.timed("labs"):
+            await world.run_labs(sim.now, lab_capacity - lab_capacity // 2)
         # 21:30 the survey teams register the new positives' close contacts, then theirs (次密接).
         await sim.at(at_hour(day, 21.5))
         new = [p for p in world.positives if not p.traced]
@@ -155,7 +160,7 @@ async def school_outbreak(sim: Sim) -> str:
         for case in new:
             case.traced = True
             traced_positives.append(case)
-            n_close = rng.randint(6, 12) if case.contact_degree is None else rng.randint(0, 2)
+            n_close = rng.randint(7, 13) if case.contact_degree is None else rng.randint(0, 2)
             for _ in range(n_close):
                 contact = new_person(case.region_code)
                 contact.exposure_at = sim.now - timedelta(hours=rng.randint(12, 72))
@@ -165,28 +170,33 @@ async def school_outbreak(sim: Sim) -> str:
                                   region_code=contact.region_code, source="contact")
                 firsts.append((contact, case, rng.choice(["school", "school", "household", "gathering", "transport"])
                                if case.contact_degree is None else "household"))
-        await world.add_contacts(firsts, sim.now, 1)
+        async with sim.timed("contacts"):
+            await world.add_contacts(firsts, sim.now, 1)
         seconds: list[tuple[Person, Person, str]] = []
         for contact, case, _setting in firsts:
             if case.contact_degree is not None:
                 continue
-            for _ in range(rng.choice([0, 1, 1, 2, 2, 3])):
+            for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 3])):
                 other = new_person(contact.region_code)
                 other.exposure_at = min(sim.now - timedelta(hours=1),
                                         contact.exposure_at + timedelta(hours=rng.randint(1, 24)))
                 seconds.append((other, contact, rng.choice(["household", "workplace", "community"])))
-        await world.add_contacts(seconds, sim.now, 2)
-        await world.await_orders(len(world.contacts))
+        async with sim.timed("contacts"):
+            await world.add_contacts(seconds, sim.now, 2)
+        async with sim.timed("orders"):
+            await world.await_orders(len(world.contacts))
         # 22:30 the medical institutions classify what they can (some positives keep waiting).
         await sim.at(at_hour(day, 22.5))
-        await world.classify(sim.now, sim.scaled((20 + 6 * d) * sim.options.lever("doctors")), rng)
+        async with sim.timed("classify"):
+            await world.classify(sim.now, sim.scaled((20 + 6 * d) * sim.options.lever("doctors")), rng)
         days_bar()
     sim.figures.update(students=sum(len(v) for v in students.values()), labs_tubes_per_day=lab_capacity,
                        backlog_left=len(world.queue))
     sim.report_day = (start + (days - 1) * DAY).date()
     await sim.at(at_hour(start + days * DAY, 0.25))
     await world.scheduler(sim.now)
-    await await_dashboard(sim, world, city)
+    async with sim.timed("dashboard"):
+        await await_dashboard(sim, world, city)
     return city
 
 
@@ -369,13 +379,15 @@ async def mass_screening(sim: Sim) -> str:
     ids = IdFactory(counties, first_birth=date(1940, 1, 1), days=80 * 365, salt=sim.options.seed)
     # 08:00–20:00: everyone swabbed once, 10 to a tube, hour by hour.
     hours = 12
-    per_hour = -(-people // hours)
+    per_hour = -(-people // (hours * 10)) * 10  # whole pools each hour
     prevalence = sim.options.prevalence
     bar = sim.task("全员核酸 (people swabbed)", people)
     day = start
     index = 0
     infected_people = 0
     for h in range(hours):
+        if index >= people:
+            break
         await sim.at(at_hour(day, 8 + h))
         tubes: list[Tube] = []
         end = min(people, index + per_hour)

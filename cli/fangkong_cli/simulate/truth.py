@@ -3,7 +3,8 @@
 Every fact is one record ``{"seq", "at", "kind", ...}``; ``at`` is the simulated
 instant the simulator gave the platform (a tube's ``collected_at``, a result's
 ``tested_at``, a contact's registration) or, for what the platform does on its
-own clock (orders, admissions), the instant the clock was put at for that step.
+own clock (orders, admissions), the instant the clock was put at for that step: the
+simulator stops the platform's clock there (``frozen``), so those are exact too.
 People are named by their ID number (the platform's person keys depend on the
 installation's secret, so they would make two runs of one seed differ).
 Issue 10 compares the dashboard's intervals against these records.

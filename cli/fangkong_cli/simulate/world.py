@@ -83,6 +83,10 @@ class World:
         self.hospital_sites: list[str] = []
         self.contacts: list[Person] = []
         self.serial = 0
+        # Testing sites and labs get their ids from the platform; the ground truth names them instead
+        # (two installations give different ids to the same site).
+        self.site_names: dict[str, str] = {}
+        self.scheduler_reports: list[dict] = []
 
     # --- setup -------------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class World:
         body = {"name": name, "region_code": region, "latitude": lat, "longitude": lon,
                 "swabs_per_hour": swabs_per_hour, "default_ratio": ratio}
         site_id = (await self.api.call("testing", "POST", "/testing/sites", json=body, records=1))["id"]
+        self.site_names[site_id] = name
         self.truth.add("site", at, service="testing", name=name, site_kind="collection", region_code=region,
                        swabs_per_hour=swabs_per_hour, default_ratio=ratio)
         return site_id
@@ -171,7 +176,8 @@ class World:
         for tube in tubes:
             self.tubes[tube.barcode] = tube
             self.queue.append(tube)
-            self.truth.add("collected", tube.collected_at, barcode=tube.barcode, ratio=tube.ratio, site=tube.site_id,
+            self.truth.add("collected", tube.collected_at, barcode=tube.barcode, ratio=tube.ratio,
+                           site=self.site_names.get(tube.site_id, tube.site_id),
                            members=[p.id_number if p else "?" for p in tube.members],
                            **({"retest_of": tube.source_pool} if tube.source_pool else {}))
         self.sim.tubes_collected += len(tubes)
@@ -181,9 +187,10 @@ class World:
                                    params={"status": "pending", "reason": reason, "limit": 10000})
 
     async def swab_orders(self, at: datetime, site_for: Callable[[Person | None, dict], str], *,
-                          reasons: Iterable[str] = ("retest", "quarantine")) -> int:
-        """Swab everyone the platform asks a test of (retests of positive pools, quarantine tests):
-        single tubes with the person key. People already positive are in hospital, not swabbed."""
+                          reasons: Iterable[str] = ("retest", "quarantine"), pool: int = 10) -> int:
+        """Swab everyone the platform asks a test of: retests of positive pools alone (a retest needs a
+        single tube), people under quarantine ``pool`` to a tube, as the sites do for their daily tests
+        (1 = single tubes). People already positive are in hospital, not swabbed."""
         tubes: list[Tube] = []
         for reason in reasons:
             orders = await self.pending_orders(reason)
@@ -199,22 +206,37 @@ class World:
             # Deterministic order whatever the installation's person keys: by ID number, then pools.
             known.sort(key=lambda pair: (pair[1].get("source_barcode") or "", pair[0].id_number))
             seen: set[str] = set()
+            people: list[tuple[Person | None, dict]] = []
             for person, order in known:
-                if person.id_number in seen:
-                    continue
-                seen.add(person.id_number)
-                tubes.append(Tube(self.next_barcode("R" if reason == "retest" else "Q"), site_for(person, order), 1,
-                                  [person], at, 0 if reason == "retest" else 1, [person.key],
-                                  order.get("source_barcode")))
-            for pool in sorted(unknown):
-                for order in unknown[pool]:
-                    tubes.append(Tube(self.next_barcode("R" if reason == "retest" else "Q"), site_for(None, order), 1,
-                                      [None], at, 0 if reason == "retest" else 1, [order["person_key"]], pool or None))
+                if person.id_number not in seen:
+                    seen.add(person.id_number)
+                    people.append((person, order))
+            keys: set[str] = set()
+            for source in sorted(unknown):
+                for order in unknown[source]:
+                    # Someone this run did not register (an earlier run's contact): once, like the others.
+                    if reason == "retest" or order["person_key"] not in keys:
+                        keys.add(order["person_key"])
+                        people.append((None, order))
+            if reason == "retest" or pool <= 1:
+                for person, order in people:
+                    tubes.append(Tube(self.next_barcode("R" if reason == "retest" else "Q"), site_for(person, order),
+                                      1, [person], at, 0 if reason == "retest" else 1, [order["person_key"]],
+                                      order.get("source_barcode")))
+                continue
+            for k in range(0, len(people), pool):
+                group = people[k:k + pool]
+                tubes.append(Tube(self.next_barcode("Q"), site_for(group[0][0], group[0][1]),
+                                  pool if len(group) > 5 else (5 if len(group) > 1 else 1),
+                                  [p for p, _ in group], at, 1, [o["person_key"] for _, o in group]))
         if tubes:
             await self.swab(tubes, at)
         return len(tubes)
 
     # --- the labs ------------------------------------------------------------------
+
+    def lab_name(self, lab_id: str) -> str:
+        return next((lab.name for lab in self.labs if lab.id == lab_id), lab_id)
 
     async def run_labs(self, at: datetime, capacity: int) -> tuple[list[Tube], list[Person]]:
         """The labs test up to ``capacity`` tubes collected before ``at`` (retests first, then in the
@@ -260,7 +282,7 @@ class World:
 
         await self.api.gather(post(results[i:i + BATCH]) for i in range(0, len(results), BATCH))
         for tube, result in zip(ready, results, strict=True):
-            self.truth.add("resulted", at, barcode=tube.barcode, result=result["result"], lab=result["lab_id"],
+            self.truth.add("resulted", at, barcode=tube.barcode, result=result["result"], lab=self.lab_name(result["lab_id"]),
                            collected_at=iso(tube.collected_at))
         for person in positives:
             self.positives.append(person)
@@ -296,7 +318,10 @@ class World:
 
     async def scheduler(self, at: datetime) -> dict:
         report = await self.api.call("quarantine", "POST", "/quarantine/scheduler/run")
-        self.truth.add("scheduler", at, **{k: v for k, v in report.items() if k != "day"}, day=report["day"])
+        # The report's counts are the platform's (its own timer may have run the job too): kept
+        # beside the ground truth, not in it.
+        self.scheduler_reports.append(report)
+        self.truth.add("scheduler", at, day=report["day"])
         return report
 
     async def orders_total(self) -> int:
