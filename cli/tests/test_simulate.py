@@ -265,3 +265,30 @@ def test_the_command_prints_the_summary_in_chinese(platforms: list[Platform], sc
     lines = [json.loads(line) for line in record.read_text().splitlines()]
     assert lines[0]["kind"] == "scenario"
     assert sum(1 for r in lines if r["kind"] == "collected" and r["ratio"] == 10) == 20
+
+
+def test_without_a_gateway_each_service_gets_its_own_requests_and_clock() -> None:
+    """--service-url: the clock is put on each of the four processes, requests go to their service."""
+    from fangkong_cli.simulate.client import Api
+
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, str(request.url)))
+        if request.url.path.endswith("/clock"):
+            return httpx.Response(200, json={"now": "2026-01-01T00:00:00Z", "offset_seconds": 0,
+                                             "controllable": True})
+        return httpx.Response(200, json={"ok": True})
+
+    urls = {name: f"http://{name}.local:800{i}" for i, name in enumerate(("registry", "quarantine", "testing",
+                                                                           "dashboard"))}
+    target = Target(token="t", service_urls=urls, transport=httpx.MockTransport(handler))
+
+    async def run() -> None:
+        async with Api(target) as api:
+            assert await api.set_clock(datetime(2026, 1, 1, 8, tzinfo=UTC))
+            await api.call("testing", "GET", "/testing/orders")
+
+    asyncio.run(run())
+    assert sorted(url for method, url in seen if method == "PUT") == sorted(f"{u}/{n}/clock" for n, u in urls.items())
+    assert ("GET", "http://testing.local:8002/testing/orders") in seen

@@ -49,6 +49,11 @@ FIGURES = {
     "risk_flagged_expected": ("新风险区应锁定人数", "people the new risk area should flag"),
     "risk_flagged_platform": ("平台锁定人数", "people the platform flagged"),
     "people": ("受检人口", "people screened"),
+    "returnees_inbound_international": ("境外返回", "inbound from abroad"),
+    "returnees_inbound_port_completed_elsewhere": ("外省口岸隔离期满返回", "port quarantine done in another province"),
+    "returnees_domestic_key_region": ("重点地区来返", "from key regions"),
+    "returnees_domestic_other": ("其他省外返回", "other out-of-province"),
+    "returnees_local": ("省内流动", "within the province"),
     "infected": ("感染者（真实值）", "infected (ground truth)"),
     "pools_positive": ("阳性混管", "positive pools"),
 }

@@ -25,6 +25,11 @@ def at_hour(day: datetime, hour: float) -> datetime:
     return day + timedelta(hours=hour)
 
 
+def smallest_ratio(members: int) -> int:
+    """The smallest allowed pool ratio (1, 5, 10, 20) that holds ``members`` swabs."""
+    return next(r for r in (1, 5, 10, 20) if r >= members)
+
+
 async def settle_orders(world: World, reasons=("retest", "quarantine")) -> None:
     """Test orders arrive from events: wait until their count stops moving (two quiet polls)."""
     last = None
@@ -86,6 +91,10 @@ async def school_outbreak(sim: Sim) -> str:
                                                swabs_per_hour=sim.scaled(400), ratio=1)
     tick()
     lab_capacity = sim.scaled(3600 * sim.options.lever("labs"))
+    # Campus screening pools (混采): 10-in-1 as the speeches' cities did; a what-if may try 5 or 20.
+    ratio = int(sim.options.lever("pool_ratio", 10))
+    if ratio not in (1, 5, 10, 20):
+        raise ValueError(f"pool ratio must be 1, 5, 10 or 20, not {ratio}")
     for k, (county, lat, lon) in enumerate([("440304", 22.54, 114.06), ("440305", 22.53, 113.93),
                                             ("440306", 22.56, 113.88), ("440307", 22.72, 114.25)]):
         await world.lab(setup, f"深圳市核酸检测实验室{k + 1}", county, lat, lon, max(1, lab_capacity // 4))
@@ -136,10 +145,10 @@ async def school_outbreak(sim: Sim) -> str:
             sim.truth.add("infected", person.detectable_from, person=person.id_number, region_code=person.region_code,
                           source="campus")
         sites = campus_sites[uid]
-        pools = [Tube(world.next_barcode(f"{uid.upper()}-"), sites[(k // 10) % len(sites)],
-                      10 if len(campus[k:k + 10]) > 5 else 5,
-                      campus[k:k + 10], sim.now, 2, [p.id_number for p in campus[k:k + 10]])
-                 for k in range(0, len(campus), 10)]
+        pools = [Tube(world.next_barcode(f"{uid.upper()}-"), sites[(k // ratio) % len(sites)],
+                      smallest_ratio(len(campus[k:k + ratio])),
+                      campus[k:k + ratio], sim.now, 2, [p.id_number for p in campus[k:k + ratio]])
+                 for k in range(0, len(campus), ratio)]
         async with sim.timed("swab"):
             await world.swab(pools, sim.now)
             await world.swab_orders(sim.now, lambda _p, _o: quarantine_site)
@@ -404,7 +413,7 @@ async def mass_screening(sim: Sim) -> str:
                 members.append(person)
             index += len(members)
             tubes.append(Tube(world.next_barcode("MS"), site_ids[(index // 10) % len(site_ids)],
-                              10 if len(members) > 5 else 5, members, sim.now, 2, [p.id_number for p in members]))
+                              smallest_ratio(len(members)), members, sim.now, 2, [p.id_number for p in members]))
         await world.swab(tubes, sim.now, round_=f"全员核酸-{day.date().isoformat()}")
         bar(sum(len(t.members) for t in tubes))
     sim.figures["people"] = people

@@ -227,7 +227,7 @@ class World:
             for k in range(0, len(people), pool):
                 group = people[k:k + pool]
                 tubes.append(Tube(self.next_barcode("Q"), site_for(group[0][0], group[0][1]),
-                                  pool if len(group) > 5 else (5 if len(group) > 1 else 1),
+                                  next(r for r in (1, 5, 10, 20) if r >= len(group)),
                                   [p for p, _ in group], at, 1, [o["person_key"] for _, o in group]))
         if tubes:
             await self.swab(tubes, at)
