@@ -189,20 +189,22 @@ async def collect(sim: Sim, scenario: str, region: str) -> Summary:
     # The province: cases treated in a supporting city count for their own city once classified.
     # The read models trail the services by a few batches: read until two reads agree.
     board, previous = None, None
-    for _ in range(100):
+    for _ in range(120):
         board = await api.call("dashboard", "GET", "/dashboard/kpis", params={"region_code": region, "date": day})
         if board == previous:
             break
         previous = board
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)
     summary.kpis, summary.headline = board["kpis"], board["headline"]
-    forecast = await api.call("testing", "GET", "/testing/capacity/forecast", params={"days": 3})
+    forecast = await api.call("testing", "GET", "/testing/capacity/forecast", params={"days": 3, "region_code": region})
     summary.backlog = {"pending_tubes": forecast.get("pending_tubes", 0),
                        "backlog_tubes_at_end": forecast.get("backlog_tubes_at_end", 0),
                        "lab_capacity_tubes_per_day": forecast.get("lab_capacity_tubes_per_day", 0),
                        "share_resulted_within_24h": forecast.get("share_resulted_within_24h"),
                        "advice": [a.get("kind") for a in forecast.get("advice", [])]}
-    sites = await api.call("quarantine", "GET", "/quarantine/sites")
+    # Another scenario may have played on this installation: only this one's province (its city and
+    # the cities supporting it) and this city's cases.
+    sites = [s for s in await api.call("quarantine", "GET", "/quarantine/sites") if s["region_code"][:2] == region[:2]]
     beds = {"beds_total": 0, "beds_free": 0, "rooms_total": 0, "rooms_free": 0, "sites": len(sites),
             "sites_low": 0}
     for site in sites:
@@ -211,7 +213,9 @@ async def collect(sim: Sim, scenario: str, region: str) -> Summary:
         beds[f"{prefix}_free"] += site["free"]
         beds["sites_low"] += bool(site["capacity_low"])
     summary.beds = beds
-    cases = await api.call("quarantine", "GET", "/quarantine/cases", params={"classified": "false", "limit": 1000})
+    cases = [c for c in await api.call("quarantine", "GET", "/quarantine/cases",
+                                       params={"classified": "false", "limit": 1000})
+             if c["origin_region_code"][:4] == region[:4]]
     summary.unclassified = len(cases)
     summary.awaiting_bed = sum(1 for c in cases if c["status"] == "awaiting_bed")
     counts = sim.truth.counts

@@ -314,6 +314,16 @@ class World:
 
         await self.api.gather(seen(p) for p in people if not p.case_seen)
 
+        # The quarantine learns of them from the same events (a bed at once): wait for it too, so
+        # what the next step reads (cases to classify, beds) does not depend on how busy it was.
+        async def admitted() -> bool:
+            cases = await self.api.call("quarantine", "GET", "/quarantine/cases",
+                                        params={"classified": "false", "limit": 1000})
+            known = {c["person_key"] for c in cases}
+            return len(cases) >= 1000 or all(p.key in known or p.classified for p in people)
+
+        await wait_for(admitted, what=f"the quarantine to take in {len(people)} new positives")
+
     # --- quarantine ----------------------------------------------------------------
 
     async def scheduler(self, at: datetime) -> dict:
