@@ -104,6 +104,7 @@ def _admin_token(data_dir: Path, lang: str) -> str:
     """An admin token signed with the installation's secret (as `fangkong token --role admin` does)."""
     from fangkong_common.auth import Role, issue_token
     from fangkong_common.settings import CommonSettings
+
     from fangkong_cli import secrets as data_secrets
 
     if not (data_dir / data_secrets.SECRETS_FILE).exists() and not os.environ.get("FANGKONG_JWT_SECRET"):

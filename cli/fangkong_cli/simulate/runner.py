@@ -14,11 +14,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from fangkong_cli.simulate.client import Api, SimulationError, Target, wait_for
 from fangkong_cli.simulate.truth import GroundTruth, iso
@@ -181,7 +188,7 @@ async def play(scenario: str, target: Target, *, seed: int = 1, scale: float = 1
 async def collect(sim: Sim, scenario: str, region: str) -> Summary:
     """What the command center wants to know at the end, read back through the APIs."""
     api = sim.api
-    start = datetime.fromisoformat(next(sim.truth.of("clock"))["at"].replace("Z", "+00:00"))
+    start = datetime.fromisoformat(next(sim.truth.of("clock"))["at"])
     summary = Summary(scenario=scenario, seed=sim.options.seed, scale=sim.options.scale, start=start,
                       end=sim.now or start, clock_controlled=sim.clock_controlled, region_code=region)
     # The KPIs of the last full simulated day (the final step may be a few minutes past midnight).
@@ -226,4 +233,4 @@ async def collect(sim: Sim, scenario: str, region: str) -> Summary:
     return summary
 
 
-__all__ = ["Options", "SCENARIOS", "Sim", "Summary", "Target", "play"]
+__all__ = ["SCENARIOS", "Options", "Sim", "Summary", "Target", "play"]

@@ -10,12 +10,11 @@ for a doctor to classify them.
 from __future__ import annotations
 
 import asyncio
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 from fangkong_cli.simulate import names
 from fangkong_cli.simulate.idcard import IdFactory
-from fangkong_cli.simulate.runner import CST, Sim
-from fangkong_cli.simulate.truth import iso
+from fangkong_cli.simulate.runner import Sim
 from fangkong_cli.simulate.world import Person, Tube, World
 
 DAY = timedelta(days=1)
@@ -158,7 +157,7 @@ async def school_outbreak(sim: Sim) -> str:
             await world.run_labs(sim.now, lab_capacity // 2)
         await sim.at(at_hour(day, 17))
         async with sim.timed("swab"):
-            await world.swab_orders(sim.now, lambda p, o: sites[0], reasons=("retest",))
+            await world.swab_orders(sim.now, lambda p, o, sites=sites: sites[0], reasons=("retest",))
         await sim.at(at_hour(day, 21))
         async with sim.timed("labs"):
             await world.run_labs(sim.now, lab_capacity - lab_capacity // 2)
