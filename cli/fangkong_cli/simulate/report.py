@@ -30,7 +30,8 @@ LABELS = {
     "clock": ("平台时钟", "platform clock"), "clock_on": ("已随推演拨动", "moved with the simulation"),
     "clock_off": ("未能拨动（按实际时间）", "not movable (wall clock)"),
     "requests": ("HTTP 请求", "HTTP requests"), "records": ("发送记录数", "records sent"),
-    "wall": ("耗时（秒）", "wall time (s)"), "events": ("平台产生事件", "events the platform published"),
+    "wall": ("耗时（秒）", "wall time (s)"),
+    "phases": ("耗时分布（秒）", "wall time by phase (s)"), "events": ("平台产生事件", "events the platform published"),
     "eps": ("事件/秒", "events/s"),
     "events_note": ("事件=平台总线发布数 (fangkong_bus_published_total 增量)",
                     "events = fangkong_bus_published_total delta over the run"),
@@ -111,6 +112,9 @@ def render(summary: Summary, lang: str = "zh") -> Group:
     sim.add_row(_l("requests", lang), f"{summary.requests:,}")
     sim.add_row(_l("records", lang), f"{summary.records:,}")
     sim.add_row(_l("wall", lang), f"{summary.wall_seconds:.1f}")
+    if summary.timings:
+        sim.add_row(_l("phases", lang), ", ".join(f"{k} {v:.0f}" for k, v in
+                                                  sorted(summary.timings.items(), key=lambda kv: -kv[1])))
     sim.add_row(_l("events", lang), "—" if summary.events is None else f"{summary.events:,}")
     eps = summary.events_per_second
     sim.add_row(_l("eps", lang), "—" if eps is None else f"{eps:,.0f}")

@@ -323,7 +323,8 @@ async def spring_festival(sim: Sim) -> str:
                                      records=1)
             return out["category"]
 
-        categories = await sim.api.gather(report(p, t) for p, t in batch)
+        async with sim.timed("returnees"):
+            categories = await sim.api.gather(report(p, t) for p, t in batch)
         for (person, travel), category in zip(batch, categories, strict=True):
             sim.truth.add("returned", sim.now, person=person.id_number, region_code=person.region_code,
                           category=category, origin=travel.get("origin_country") or travel.get("origin_region_code"),
@@ -413,7 +414,8 @@ async def mass_screening(sim: Sim) -> str:
             index += len(members)
             tubes.append(Tube(world.next_barcode("MS"), site_ids[(index // 10) % len(site_ids)],
                               smallest_ratio(len(members)), members, sim.now, 2, [p.id_number for p in members]))
-        await world.swab(tubes, sim.now, round_=f"全员核酸-{day.date().isoformat()}")
+        async with sim.timed("swab"):
+            await world.swab(tubes, sim.now, round_=f"全员核酸-{day.date().isoformat()}")
         bar(sum(len(t.members) for t in tubes))
     sim.figures["people"] = people
     sim.figures["infected"] = infected_people
