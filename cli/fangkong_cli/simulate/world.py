@@ -139,15 +139,20 @@ class World:
 
     async def add_contacts(self, links: Sequence[tuple[Person, Person, str]], at: datetime, degree: int) -> None:
         """Register contacts (person, source, setting) of one degree; the platform orders their quarantine."""
-        async def one(person: Person, source: Person, setting: str) -> None:
-            body = {"person": person.person_in(), "source_person_id": source.key, "exposure_at": iso(person.exposure_at),
-                    "setting": setting, "reported_by": "流调队 (epidemiological survey team)"}
-            out = await self.api.call("registry", "POST", "/registry/contacts", json=body, records=1)
-            if out["degree"] != degree:
-                raise SimulationError(f"contact {person.id_number}: degree {out['degree']}, expected {degree}")
-            self.know(person, out["person_id"])
+        async def batch(chunk: Sequence[tuple[Person, Person, str]]) -> None:
+            # A survey team's list in one request (POST /registry/contacts/batch: all or nothing).
+            body = {"contacts": [
+                {"person": person.person_in(), "source_person_id": source.key, "exposure_at": iso(person.exposure_at),
+                 "setting": setting, "reported_by": "流调队 (epidemiological survey team)"}
+                for person, source, setting in chunk]}
+            out = await self.api.call("registry", "POST", "/registry/contacts/batch", json=body, records=len(chunk))
+            for (person, _source, _setting), link in zip(chunk, out["contacts"], strict=True):
+                if link["degree"] != degree:
+                    raise SimulationError(f"contact {person.id_number}: degree {link['degree']}, expected {degree}")
+                self.know(person, link["person_id"])
 
-        await self.api.gather(one(p, s, setting) for p, s, setting in links)
+        size = 200
+        await self.api.gather(batch(links[i:i + size]) for i in range(0, len(links), size))
         for person, source, setting in links:
             person.contact_degree = degree
             self.contacts.append(person)

@@ -261,6 +261,16 @@ async def add_contact(body: schemas.ContactIn, principal: Tracer, session: DbSes
     return contact_out(link, created)
 
 
+@router.post("/contacts/batch", response_model=schemas.ContactBatchOut,
+             responses={422: {"description": "an item was refused; its loc names it (body.contacts.N…)"}})
+async def add_contacts(body: schemas.ContactBatchIn, principal: Tracer, session: DbSession,
+                       registry: RegistryDep) -> schemas.ContactBatchOut:
+    """Many contacts in one transaction (a survey team's list): all are recorded or none."""
+    links = await registry.add_contacts(session, principal, body.contacts)
+    return schemas.ContactBatchOut(contacts=[contact_out(link, created) for link, created in links],
+                                   created=sum(1 for _, created in links if created))
+
+
 # --- vaccinations --------------------------------------------------------------
 
 

@@ -226,6 +226,12 @@ class ContactIn(Strict):
         return self
 
 
+class ContactBatchIn(Strict):
+    contacts: list[ContactIn] = Field(min_length=1, max_length=1000,
+                                      description="applied in order, all or nothing: a later item may name "
+                                                  "an earlier one as its source (次密接 of a 密接 in this batch)")
+
+
 class ContactOut(BaseModel):
     id: str
     person_id: str
@@ -235,6 +241,11 @@ class ContactOut(BaseModel):
     exposure_at: datetime
     setting: str
     created: bool
+
+
+class ContactBatchOut(BaseModel):
+    contacts: list[ContactOut]
+    created: int
 
 
 class ContactNode(BaseModel):

@@ -261,6 +261,47 @@ async def test_checkpoint_passes_fevers_unknown_people_and_retries(service: Serv
         assert await session.get(Person, service.person_key(rid(23))) is None
 
 
+async def test_a_batch_of_contacts_is_recorded_whole_or_not_at_all(service: ServiceHarness) -> None:
+    commander = service.headers(Role.commander, **COMMANDER)
+    case = await register(service, 40)
+    await service.publish(TestPositive(person_key=case["id"], barcode="T40", lab_id="lab1", region_code=SZ,
+                                       resulted_at=datetime(2022, 3, 20, tzinfo=UTC)))
+
+    async def is_case():
+        return (await service.client.get(f"/registry/persons/{case['id']}", headers=commander)).json()["is_case"]
+
+    await eventually(is_case)
+    exposure = "2022-03-18T10:00:00+08:00"
+    first = {"person": person_body(41), "source_person_id": case["id"], "exposure_at": exposure,
+             "setting": "household", "reported_by": "流调组"}
+    # The second item's source is the first item's person: only known once the first is applied.
+    close_key = service.person_key(rid(41))
+    second = {"person": person_body(42), "source_person_id": close_key, "exposure_at": exposure,
+              "setting": "workplace", "reported_by": "流调组"}
+    bad = {"person": person_body(43), "source_person_id": "0" * 64, "exposure_at": exposure,
+           "setting": "school", "reported_by": "流调组"}
+
+    refused = await service.client.post("/registry/contacts/batch", headers=commander,
+                                        json={"contacts": [first, second, bad]})
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert error["loc"][:3] == ["body", "contacts", 2] and "source_person_id" in error["loc"]
+    assert await events(service, "contact.identified") == []  # nothing of the first two was kept
+    assert (await service.client.get(f"/registry/persons/{close_key}", headers=commander)).status_code == 404
+
+    accepted = await service.client.post("/registry/contacts/batch", headers=commander,
+                                         json={"contacts": [first, second]})
+    assert accepted.status_code == 200, accepted.text
+    assert [c["degree"] for c in accepted.json()["contacts"]] == [1, 2] and accepted.json()["created"] == 2
+    again = await service.client.post("/registry/contacts/batch", headers=commander, json={"contacts": [first, second]})
+    assert again.json()["created"] == 0  # idempotent, as one at a time
+    announced = [(e["person_key"], e["degree"]) for e in await events(service, "contact.identified")]
+    assert announced == [(close_key, 1), (service.person_key(rid(42)), 2)]
+    too_many = await service.client.post("/registry/contacts/batch", headers=commander,
+                                         json={"contacts": [first] * 1001})
+    assert too_many.status_code == 422
+
+
 async def test_contacts_degrees_graph_and_events(service: ServiceHarness) -> None:
     commander = service.headers(Role.commander, **COMMANDER)
     case = await register(service, 30)

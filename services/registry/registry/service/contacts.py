@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from fastapi import HTTPException
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.auth import Principal
 from fangkong_common.db import dialect_insert
-from fangkong_common.errors import Invalid, NotFound
+from fangkong_common.errors import Invalid, NotFound, ServiceError
 from fangkong_common.events.schemas import ContactIdentified
 
 from registry import schemas
@@ -67,6 +68,20 @@ class Contacts(RegistryBase):
                 setting=data.setting), person.person_key)
         return link, True
 
+    async def add_contacts(self, session: AsyncSession, principal: Principal,
+                           items: list[schemas.ContactIn]) -> list[tuple[ContactLink, bool]]:
+        """A survey team's batch in one transaction: item by item (a secondary contact may name a
+        contact of this batch), and the first item refused refuses the batch, saying which item."""
+        done: list[tuple[ContactLink, bool]] = []
+        for index, item in enumerate(items):
+            try:
+                done.append(await self.add_contact(session, principal, item))
+            except ServiceError as exc:
+                raise batch_item_error(exc, ("body", "contacts", index)) from exc
+            except HTTPException as exc:
+                raise HTTPException(exc.status_code, f"contacts[{index}]: {exc.detail}", headers=exc.headers) from exc
+        return done
+
     async def contact_graph(self, session: AsyncSession, principal: Principal, key: str, *,
                             max_depth: int = 5, max_nodes: int = 5000) -> schemas.ContactGraph:
         await self.get_visible(session, principal, key)
@@ -100,6 +115,15 @@ class Contacts(RegistryBase):
             exposed_to=[contact_out(link, False) for link in exposed_to],
             contacts=[node(link) for link in children.get(key, [])])
 
+
+
+def batch_item_error(exc: ServiceError, where: tuple[str | int, ...]) -> ServiceError:
+    """An item's error as the batch's: its field paths under ``where`` (body.contacts.3.person.id_number)."""
+    if isinstance(exc.detail, list):
+        detail = [{**e, "loc": [*where, *[part for part in e.get("loc", []) if part != "body"]]} for e in exc.detail]
+    else:
+        detail = [{"loc": list(where), "msg": str(exc.detail), "type": type(exc).__name__.lower()}]
+    return ServiceError(detail, status_code=exc.status_code)
 
 
 def contact_out(link: ContactLink, created: bool) -> schemas.ContactOut:
