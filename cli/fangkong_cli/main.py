@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from datetime import UTC, datetime
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,17 @@ def _server(asgi_app, host: str, port: int):
     return Server(uvicorn.Config(asgi_app, host=host, port=port, log_level="warning"))
 
 
+def _run(main: Awaitable[None]) -> None:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it), as `uvicorn.run` would."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] is pinned
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 @app.command()
 def token(
     role: Annotated[Role, typer.Option(help="the caller's role")],
@@ -119,7 +131,7 @@ def migrate(
                 await engine.dispose()
             console.print(f"[green]✓[/] {name} migrated ({engine.url.render_as_string(hide_password=True)})")
 
-    asyncio.run(run())
+    _run(run())
 
 
 DEMO_REGION = "440300"
@@ -189,7 +201,7 @@ def up(
             if loading is not None:
                 await cancel_and_wait(loading)
 
-    asyncio.run(run())
+    _run(run())
 
 
 async def _load_demo(directory: Path, url: str, token: str) -> None:
@@ -223,7 +235,7 @@ def serve(
     settings = entry.settings(**_overrides(_data_dir(data_dir)))
     configure_logging(settings.log_level, json_logs=settings.log_json)
     service_app = entry.create_app(settings)
-    asyncio.run(_server(service_app, host, port).serve())
+    _run(_server(service_app, host, port).serve())
 
 
 app.command("simulate")(simulate_command)
