@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ from fangkong_cli.simulate.idcard import IdFactory, is_valid, resident_id
 from fangkong_common.auth import Role, issue_token
 from typer.testing import CliRunner
 
+CST = timezone(timedelta(hours=8))
 START = date.today() - timedelta(days=20)  # fixed first day: two runs of one seed are comparable
 
 
@@ -223,6 +224,21 @@ def test_mass_screening_finds_every_infected_person_through_pools(school: Summar
     assert summary.figures["pools_positive"] == len(positive_pools)
     board = platform.get("/dashboard/kpis", region_code="420000")["headline"]
     assert board["positives"] == len(positives)
+
+
+def test_a_run_stops_at_until_mid_day_and_gives_the_clock_back(school: Summary, platforms: list[Platform]) -> None:
+    platform = platforms[0]
+    first = START - timedelta(days=40)  # clear of the other runs on this platform
+    until = datetime.combine(first + timedelta(days=2), datetime.min.time(), CST) + timedelta(hours=12)
+    summary = asyncio.run(play("spring-festival", platform.target(), progress=False, start=first, seed=31,
+                               scale=0.02, until=until))
+    clock_steps = [datetime.fromisoformat(r["at"]) for r in summary.truth.of("clock")]
+    assert max(clock_steps) <= until < max(clock_steps) + timedelta(hours=11)  # the 21:00 labs never came
+    reported = {datetime.fromisoformat(r["at"]).astimezone(CST).date() for r in summary.truth.of("returned")}
+    assert reported == {first, first + timedelta(days=1), first + timedelta(days=2)}  # day 3 up to its 10:00 reports
+    assert summary.region_code == "410100" and summary.kpis
+    clock = platform.get("/registry/clock")
+    assert clock["frozen"] is False and abs(clock["offset_seconds"]) < 5
 
 
 # --- the command ---------------------------------------------------------------------------

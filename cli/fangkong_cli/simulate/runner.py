@@ -35,11 +35,17 @@ CST = timezone(timedelta(hours=8), "CST")
 SCENARIOS = ("school-outbreak", "spring-festival", "mass-screening")
 
 
+class ScenarioEnd(Exception):
+    """The next step lies past ``Options.until``: the scenario ends there."""
+
+
 @dataclass
 class Options:
     seed: int = 1
     scale: float = 1.0
     people: int = 100_000            # mass-screening: the city's population
+    # Stop at this simulated moment (a partial last day): `fangkong up --demo` plays up to the present.
+    until: datetime | None = None
     start: date | None = None        # first simulated day (Beijing time); default: so the run ends today
     prevalence: float = 3e-4         # mass-screening: share of people infected
     # Capacity levers (what-if runs of issue 10 change these; 1.0 = the scenario as written).
@@ -88,6 +94,7 @@ class Sim:
         self.progress = progress
         self.clock_controlled = False
         self.now: datetime | None = None
+        self.region: str = ""  # the scenario's city, set as it starts (the summary's region if it ends early)
         self.tubes_collected = 0
         self.results_posted = 0
         self.figures: dict[str, int] = {}
@@ -108,6 +115,8 @@ class Sim:
 
     async def at(self, moment: datetime) -> None:
         """Put the platform's clock at ``moment``; the step's server-side times follow it."""
+        if self.options.until is not None and moment > self.options.until:
+            raise ScenarioEnd(moment)
         if self.now is not None and moment < self.now:
             raise SimulationError(f"the simulated clock may only move forward ({iso(self.now)} → {iso(moment)})")
         self.now = moment
@@ -142,7 +151,8 @@ def make_progress(enabled: bool) -> Progress | None:
 
 async def play(scenario: str, target: Target, *, seed: int = 1, scale: float = 1.0, people: int = 100_000,
                start: date | None = None, record: Path | None = None, progress: bool | Progress | None = True,
-               levers: dict[str, float] | None = None, prevalence: float | None = None) -> Summary:
+               levers: dict[str, float] | None = None, prevalence: float | None = None,
+               until: datetime | None = None) -> Summary:
     """Play ``scenario`` against the platform at ``target`` and return what the command center sees."""
     from fangkong_cli.simulate import scenarios
 
@@ -150,7 +160,7 @@ async def play(scenario: str, target: Target, *, seed: int = 1, scale: float = 1
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     if not 0 < scale <= 100:
         raise ValueError("scale must be in (0, 100]")
-    options = Options(seed=seed, scale=scale, people=people, start=start, levers=dict(levers or {}))
+    options = Options(seed=seed, scale=scale, people=people, start=start, levers=dict(levers or {}), until=until)
     if prevalence is not None:
         options.prevalence = prevalence
     truth = GroundTruth(record)
@@ -168,7 +178,10 @@ async def play(scenario: str, target: Target, *, seed: int = 1, scale: float = 1
                 bar.start()
             runner = {"school-outbreak": scenarios.school_outbreak, "spring-festival": scenarios.spring_festival,
                       "mass-screening": scenarios.mass_screening}[scenario]
-            region = await runner(sim)
+            try:
+                region = await runner(sim)
+            except ScenarioEnd:
+                region = sim.region
             summary = await collect(sim, scenario, region)
         finally:
             if bar is not None and not isinstance(progress, Progress):

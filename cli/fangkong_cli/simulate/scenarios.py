@@ -59,7 +59,7 @@ async def school_outbreak(sim: Sim) -> str:
                   days=days, city=names.OUTBREAK_CITY)
     await sim.at(at_hour(start, -2))
     tick = sim.task("准备：隔离点、医院、采样点、实验室 (sites and labs)", 5)
-    city = names.OUTBREAK_CITY
+    city = sim.region = names.OUTBREAK_CITY
     counties = list(names.OUTBREAK_COUNTIES)
     setup = start - timedelta(hours=2)
     rooms = sim.options.lever("rooms")
@@ -212,14 +212,20 @@ async def await_dashboard(sim: Sim, world: World, region: str | None) -> None:
     """The read models have seen everything (positives, contacts): the summary then reads them."""
     want_positives = len(world.positives)
     want_contacts = len(world.contacts)
+    # Every returnee the policy manages (all but travel within the province) is under an order by now;
+    # the last day's orders may still be on their way to the read models.
+    want_managed = sum(n for name, n in sim.figures.items()
+                       if name.startswith("returnees_") and name != "returnees_local")
 
     async def check() -> bool:
         params = {"region_code": region[:2] + "0000"} if region else {}
         board = await sim.api.call("dashboard", "GET", "/dashboard/kpis", params=params)
         head = board["headline"]
-        return head["positives"] >= want_positives and head["contacts"] >= want_contacts
+        managed = next((k["numerator"] for k in board["kpis"] if k["name"] == "managed"), 0)
+        return head["positives"] >= want_positives and head["contacts"] >= want_contacts and managed >= want_managed
 
-    await sim.settle(f"the dashboard to count {want_positives} positives and {want_contacts} contacts", check)
+    await sim.settle(f"the dashboard to count {want_positives} positives, {want_contacts} contacts and "
+                     f"{want_managed} returnees under management", check)
 
 
 # --- spring festival -------------------------------------------------------------------
@@ -234,6 +240,7 @@ async def spring_festival(sim: Sim) -> str:
     setup = start - timedelta(hours=2)
     await sim.at(setup)
     city, counties = names.HOME_CITY, list(names.HOME_COUNTIES)
+    sim.region = city
     tick = sim.task("准备 (sites and labs)", 3)
     await world.quarantine_site(setup, "zz-port-1", "新郑国际机场口岸隔离酒店", "port", names.HOME_PORT, sim.scaled(400))
     for i, county in enumerate(counties[:5]):
@@ -323,8 +330,12 @@ async def spring_festival(sim: Sim) -> str:
                                      records=1)
             return out["category"]
 
+        orders_before = await world.orders_total()
         async with sim.timed("returnees"):
             categories = await sim.api.gather(report(p, t) for p, t in batch)
+        # Each report is one order, made on the day it was reported: wait for them before the clock moves on.
+        async with sim.timed("orders"):
+            await world.await_orders(orders_before + len(batch))
         for (person, travel), category in zip(batch, categories, strict=True):
             sim.truth.add("returned", sim.now, person=person.id_number, region_code=person.region_code,
                           category=category, origin=travel.get("origin_country") or travel.get("origin_region_code"),
@@ -365,6 +376,7 @@ async def mass_screening(sim: Sim) -> str:
     sim.truth.add("scenario", start, scenario="mass-screening", seed=sim.options.seed, people=people,
                   prevalence=sim.options.prevalence, city=names.SCREENING_CITY)
     city, counties = names.SCREENING_CITY, list(names.SCREENING_COUNTIES)
+    sim.region = city
     setup = start + timedelta(hours=6)
     await sim.at(setup)
     n_sites = max(2, people // 30_000)
