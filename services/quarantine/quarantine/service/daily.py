@@ -16,7 +16,7 @@ from fangkong_common.events.schemas import (
 )
 
 from quarantine.domain import checkins as checkin_rules
-from quarantine.domain.planning import DAY, local_date, stage_index_on
+from quarantine.domain.planning import DAY, local_date
 from quarantine.domain.policy import parse_policy
 from quarantine.models import (
     ACTIVE,
@@ -26,9 +26,9 @@ from quarantine.models import (
     PolicyVersion,
     ScheduledTest,
 )
-from quarantine.service.alerts import raise_alert, urgent_test
+from quarantine.service.alerts import raise_alerts, urgent_tests
 from quarantine.service.cases import admit_waiting
-from quarantine.service.common import chunked, event_envelope, stages_of
+from quarantine.service.common import chunked, event_envelope
 from quarantine.service.policies import apply_policy
 from quarantine.service.sites import free_rooms
 from quarantine.service.stages import advance_stages
@@ -112,28 +112,45 @@ async def _emit_due_tests(session: AsyncSession, now: datetime) -> int:
 
 
 async def _missed_checkins(session: AsyncSession, now: datetime, per_day: int) -> int:
+    """One alert (and one test now) per order whose person checked in fewer than ``per_day`` times
+    yesterday in a check-in stage. Set-based: the orders are read as plain rows, the alerts, tests and
+    events written in batches (one query per order took ~16 s at 15,000 orders on SQLite)."""
     today = local_date(now)
     yesterday = today - DAY
-    orders = (await session.scalars(select(Order).where(Order.status == ACTIVE))).all()
+    orders = (await session.execute(select(
+        Order.id, Order.person_key, Order.region_code, Order.site_id, Order.current_stage, Order.facts,
+        Order.stages).where(Order.status == ACTIVE))).all()
     counts = dict((await session.execute(
         select(Checkin.order_id, func.count()).where(Checkin.local_date == yesterday)
         .group_by(Checkin.order_id))).all())
-    missed = 0
+    due: list[dict] = []
     for order in orders:
         if date.fromisoformat(order.facts["order_date"]) >= yesterday:
             continue  # opened yesterday or later: a partial day is not a missed one
-        stages = stages_of(order)
-        index = stage_index_on(stages, yesterday)
-        if index is None or not stages[index].covers(yesterday):
-            continue
-        if stages[index].kind not in checkin_rules.CHECKIN_KINDS:
+        stage = _stage_on(order.stages, yesterday)
+        if stage is None or stage["kind"] not in checkin_rules.CHECKIN_KINDS:
             continue
         count = counts.get(order.id, 0)
         if not checkin_rules.missed(count, per_day):
             continue
-        if await raise_alert(session, person_key=order.person_key, region_code=order.region_code,
-                        kind="missed_checkin", on=yesterday, order_id=order.id, site_id=order.site_id,
-                        detail=f"{yesterday.isoformat()} 健康打卡 {count}/{per_day} 次"):
-            missed += 1
-            await urgent_test(session, order, "missed_checkin", now)
-    return missed
+        due.append({"id": order.id, "order_id": order.id, "person_key": order.person_key,
+                    "region_code": order.region_code, "site_id": order.site_id,
+                    "current_stage": order.current_stage,
+                    "detail": f"{yesterday.isoformat()} 健康打卡 {count}/{per_day} 次"})
+    raised = await raise_alerts(session, "missed_checkin", yesterday, due)
+    await urgent_tests(session, raised, "missed_checkin", now)
+    return len(raised)
+
+
+def _stage_on(raw_stages: list[dict], day: date) -> dict | None:
+    """The stage (as stored) that covers ``day``, as stage_index_on + Stage.covers decide it, without
+    building the Stage objects (this runs over every active order)."""
+    if not raw_stages:
+        return None
+    iso = day.isoformat()  # ISO dates compare as strings
+    if iso < raw_stages[0]["start_date"]:
+        return None  # before the first stage: index 0, which does not cover the day
+    for raw in raw_stages:
+        if iso <= raw["end_date"]:
+            return raw if raw["start_date"] <= iso else None
+    return None
