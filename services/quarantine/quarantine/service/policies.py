@@ -22,7 +22,15 @@ from quarantine.models import (
     PolicyVersion,
     ScheduledTest,
 )
-from quarantine.service.common import PACKAGED, facts_from_json, ordered_event, stage_json, stages_of, test_rows_for
+from quarantine.service.common import (
+    PACKAGED,
+    chunked,
+    facts_from_json,
+    ordered_event,
+    stage_json,
+    stages_of,
+    test_rows_for,
+)
 from quarantine.service.stages import advance_stages
 
 
@@ -63,6 +71,8 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime, low
                                                         Order.policy_id == policy.policy_id))).all()
     changed = 0
     moved: list[str] = []
+    changes: list[dict] = []
+    replanned: list[tuple[Order, tuple]] = []
     for order in orders:
         if order.policy_version >= policy.version:
             continue
@@ -74,9 +84,9 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime, low
             order.policy_version = policy.version  # same days under the new version: nothing to tell
             continue
         changed += 1
-        session.add(OrderChange(order_id=order.id, kind="replanned", detail={
+        changes.append({"order_id": order.id, "kind": "replanned", "detail": {
             "from_version": order.policy_version, "to_version": policy.version, "on": today.isoformat(),
-            "before": [stage_json(s) for s in old], "after": [stage_json(s) for s in new]}))
+            "before": [stage_json(s) for s in old], "after": [stage_json(s) for s in new]}})
         order.policy_version = policy.version
         order.updated_at = now
         if not new:
@@ -90,18 +100,26 @@ async def apply_policy(session: AsyncSession, policy: Policy, now: datetime, low
         if index != order.current_stage:
             moved.append(order.id)
             order.stage_end_date = today - DAY  # the stage move (room, transfer) is advance_stages's job
-        # future planned tests follow the new plan; those already sent stay sent
-        await session.execute(delete(ScheduledTest).where(ScheduledTest.order_id == order.id,
+        replanned.append((order, tuple(new)))
+    if changes:  # "at" left to the server default, as the ORM rows had it
+        await session.execute(insert(OrderChange.__table__), changes)
+    # future planned tests follow the new plan; those already sent stay sent (a few statements for all
+    # the orders: one per order took a minute at 10,000 orders on SQLite)
+    sent: dict[str, set] = {}
+    for chunk in chunked([order.id for order, _ in replanned]):
+        await session.execute(delete(ScheduledTest).where(ScheduledTest.order_id.in_(list(chunk)),
                                                           ScheduledTest.reason == "plan",
                                                           ScheduledTest.emitted_at.is_(None)))
-        sent = set((await session.scalars(select(ScheduledTest.due_date).where(
-            ScheduledTest.order_id == order.id, ScheduledTest.reason == "plan"))).all())
-        rows = [r for r in test_rows_for(order.id, order.person_key, order.region_code, new, today)
-                if r["due_date"] not in sent]
-        if rows:
-            await session.execute(insert(ScheduledTest.__table__), rows)
-        outbox.add(session, ordered_event(order.id, order.person_key, order.region_code, order.cause,
-                                           policy.policy_id, policy.version, new))
+        for order_id, day in (await session.execute(select(ScheduledTest.order_id, ScheduledTest.due_date).where(
+                ScheduledTest.order_id.in_(list(chunk)), ScheduledTest.reason == "plan"))).all():
+            sent.setdefault(order_id, set()).add(day)
+    rows = [r for order, new in replanned
+            for r in test_rows_for(order.id, order.person_key, order.region_code, new, today)
+            if r["due_date"] not in sent.get(order.id, ())]
+    for chunk in chunked(rows, 5000):
+        await session.execute(insert(ScheduledTest.__table__), list(chunk))
+    outbox.add(session, *(ordered_event(order.id, order.person_key, order.region_code, order.cause,
+                                        policy.policy_id, policy.version, new) for order, new in replanned))
     await session.flush()
     if moved:
         await advance_stages(session, now, low_share)
