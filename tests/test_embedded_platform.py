@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fangkong_cli.databases import ensure_postgres_databases, service_database_urls
+from fangkong_cli import platform as platform_module
 from fangkong_cli.platform import create_platform
 from fangkong_cli.services import SERVICE_NAMES
 from fangkong_common.auth import Role, issue_token
@@ -189,7 +190,9 @@ async def test_after_a_crash_the_restarted_platform_delivers_what_was_on_its_way
     assert restarted.returncode == 0
 
 
-async def test_the_journal_keeps_events_a_consumer_had_not_read_when_the_process_died(tmp_path: Path) -> None:
+async def test_the_journal_keeps_events_a_consumer_had_not_read_when_the_process_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     journal = tmp_path / "bus.sqlite"
     first = create_platform({"data_dir": tmp_path, "bus_url": f"memory://first?journal={journal}"})
     settings = first.apps["registry"].state.settings
@@ -222,3 +225,35 @@ async def test_the_journal_keeps_events_a_consumer_had_not_read_when_the_process
                 return True
 
             await eventually(all_ordered, timeout=20)
+    # Close the dead first process's leftovers after the check (a crashed process drains nothing).
+    monkeypatch.setattr(platform_module, "drain", lambda apps: asyncio.sleep(0))
+    await lifespan.__aexit__(None, None, None)
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+async def test_the_embedded_platform_runs_the_same_on_kafka_and_postgresql(
+    tmp_path: Path, postgres_url: str, kafka_broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `fangkong up --bus kafka://… --database-url postgresql+asyncpg://…`, assembled in this process.
+    for name in SERVICE_NAMES:
+        monkeypatch.delenv(f"FANGKONG_{name.upper()}_DATABASE_URL", raising=False)
+    urls = service_database_urls(postgres_url, SERVICE_NAMES)
+    await ensure_postgres_databases(postgres_url, urls.values())
+    app = create_platform({"data_dir": tmp_path, "bus_url": f"{kafka_broker.url}?namespace=e{uuid.uuid4().hex[:10]}"},
+                          per_service={n: {"database_url": u} for n, u in urls.items()})
+    settings = app.apps["registry"].state.settings
+    headers = {"Authorization": "Bearer " + issue_token(settings.jwt_secret.get_secret_value(),
+                                                        role=Role.commander, regions=[CITY])}
+    async with app.fallback.router.lifespan_context(app.fallback):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p", timeout=30) as client:
+            assert (await client.get("/readyz")).json()["checks"] == {name: True for name in SERVICE_NAMES}
+            keys = await _register_returnees(client, headers, 3)
+
+            async def ordered():
+                orders = (await client.get("/quarantine/orders", headers=headers)).json()["items"]
+                assert sorted(o["person_key"] for o in orders) == sorted(keys)
+                return True
+
+            await eventually(ordered, timeout=60)
+    assert not list(tmp_path.glob("*.db")) and not (tmp_path / "bus.sqlite").exists()

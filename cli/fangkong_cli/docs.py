@@ -28,6 +28,7 @@ import types
 import typing
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -105,13 +106,21 @@ class Production:
     keys: list[str] = field(default_factory=list)  # payload fields used as the envelope key, in order
 
 
+def _parse(source: str) -> ast.Module:
+    """``ast.parse`` on a fresh thread. CPython 3.11 before 3.11.8 can fail with "AST constructor
+    recursion depth mismatch" when parsing from deep in a busy interpreter (gh-106905; it did
+    within the full test suite); a new thread starts with a clean recursion count."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(ast.parse, source).result()
+
+
 def scan_producers() -> dict[str, Production]:
     """``{event type: Production}`` from the services' source code."""
     models = {model.__name__: model for model in schemas.PAYLOAD_MODELS.values()}
     found: dict[str, Production] = {}
     for service in SERVICE_NAMES:
         for path in _sources(service):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            tree = _parse(path.read_text(encoding="utf-8"))
             parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
             calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
             # Emitting calls whose payload is not built in place (a variable, a helper's result).
@@ -303,7 +312,7 @@ def _comments(cls: type) -> dict[str, str]:
     except (OSError, TypeError):
         return {}
     source = textwrap.dedent("".join(lines))
-    tree = ast.parse(source)
+    tree = _parse(source)
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     text = source.splitlines()
     found = {}
@@ -366,7 +375,7 @@ def cli_variables() -> dict[str, str]:
     helps: dict[str, str] = {}
     package = _package_dir("fangkong_cli")
     for path in sorted(package.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = _parse(path.read_text(encoding="utf-8"))
         constants = [tuple(e.value for e in node.value.elts) for node in tree.body
                      if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Tuple, ast.List))
                      and node.value.elts and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
