@@ -1,5 +1,5 @@
 """Quarantine figures: orders planned per second for 100,000 returnees, and placing 20,000
-contacts into the sites of seven cities (跨市支援), in one run.
+contacts into the sites of seven cities (跨市支援), and the daily job over all those orders, in one run.
 
     .venv/bin/python bench/quarantine_throughput.py [--returnees 100000] [--contacts 20000]
         [--backends sqlite,postgres] [--database-url postgresql+asyncpg://…] [--json out.json]
@@ -7,8 +7,10 @@ contacts into the sites of seven cities (跨市支援), in one run.
 Rows: (1) the pure planning function alone; (2) orders opened through the service's use case
 (plan + dedupe against active orders + order, test and change rows + quarantine.ordered in the
 outbox), in transactions of 500 as the batch consumer runs it; (3) pure placement of the
-contacts; (4) the contacts opened as orders with their rooms taken, on the database. The run
-exits non-zero if a site is over capacity, a contact is placed twice, or the home city is not
+contacts; (4) the contacts opened as orders with their rooms taken, on the database; (5) the
+daily job (run_daily) over every order, twice a day: two days on (tests due, nobody checked in
+yesterday: a missed check-in alert and a test each) and on the day the contacts leave their
+rooms for home monitoring (stage moves, rooms freed, transfers). The run exits non-zero if a site is over capacity, a contact is placed twice, or the home city is not
 filled before the supporting cities.
 """
 
@@ -161,9 +163,25 @@ async def on_database(url: str, returnees: int, contacts: int) -> dict:
         figures["placed"] = len(placed)
         figures["placed_home"] = sum(1 for p in placed if p.site_id.startswith("home-"))
         figures["capacity_low_events"] = await _count_topic(database, "site.capacity_low")
+        figures["daily"] = await daily_job(database)
     finally:
         await database.dispose()
     return figures
+
+
+async def daily_job(database: Database) -> list[dict]:
+    """run_daily as the scheduler runs it, twice on each day (the second run must change nothing)."""
+    out = []
+    for day in (TODAY + timedelta(days=2), TODAY + timedelta(days=14)):
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            async with database.sessionmaker() as session, session.begin():
+                result = await service.run_daily(session, datetime.combine(day, datetime.min.time(), tzinfo=UTC))
+            out.append({"day": day.isoformat(), "attempt": attempt, "s": time.perf_counter() - started,
+                        **{k: v for k, v in vars(result).items() if k != "day"}})
+        if any(v for k, v in out[-1].items() if k not in ("day", "attempt", "s")):
+            raise SystemExit(f"the second daily run on {day} changed something: {out[-1]}")
+    return out
 
 
 async def _count_topic(database: Database, topic: str) -> int:
@@ -212,6 +230,10 @@ def report(result: dict) -> None:
                       f"{c / f['contacts_s']:,.0f}",
                       f"{f['placed']:,} placed ({f['placed_home']:,} home city), {f['awaiting']:,} waiting, "
                       f"{f['capacity_low_events']} capacity_low")
+        for d in f.get("daily", []):
+            table.add_row(f"daily job {d['day']} (run {d['attempt']})", f"{name} {f['server']}", f"{d['s']:.2f}", "",
+                          f"{d['missed_checkins']:,} missed check-ins, {d['tests_due']:,} tests due, "
+                          f"{d['stages_moved']:,} moved, {d['released']:,} released")
     Console().print(table)
 
 
