@@ -72,3 +72,26 @@ async def test_the_partition_count_of_the_journal_wins(tmp_path: Path) -> None:
     reopened = MemoryBus("memory://b", partitions=6, journal=journal)
     # Keys were spread over 4 partitions; 6 would send a person's next event elsewhere and break its order.
     assert reopened.partitions == 4
+
+
+async def test_a_long_running_bus_forgets_what_every_group_consumed(tmp_path: Path, monkeypatch) -> None:
+    from fangkong_common.bus import memory
+
+    monkeypatch.setattr(memory, "TRIM_EVERY", 10)
+    journal = tmp_path / "bus.sqlite"
+    bus = MemoryBus("memory://a", partitions=2, journal=journal)
+    await bus.publish_records(_records(30))
+    assert len(await _consume(bus, "quarantine", 30)) == 30
+    # Only one group has subscribed: what it consumed is gone, from memory and from the file.
+    assert len(bus.records("person.returned")) < 30
+    await bus.publish_records(_records(30, start=30, topic="test.positive"))
+    lagging = await bus.subscribe(["test.positive"], "dashboard", lambda batch: asyncio.sleep(3600), raw=True)
+    assert len(await _consume(bus, "registry", 30, topic="test.positive")) == 30
+    # The dashboard's group holds test.positive: nothing of it may go while it has not read it.
+    assert len(bus.records("test.positive")) == 30
+    lagging._task.cancel()
+    reopened = MemoryBus("memory://b", partitions=2, journal=journal)
+    assert len(reopened.records("test.positive")) == 30
+    await reopened.publish_records(_records(2, start=60))
+    fresh = await _consume(reopened, "quarantine", 2)
+    assert len(fresh) == 2 and all(r.offset >= 10 for r in fresh)  # offsets go on past the trimmed ones
