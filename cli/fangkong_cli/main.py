@@ -142,7 +142,8 @@ def up(
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     data_dir: DataDir = None,
-    bus: Annotated[str | None, typer.Option(help="bus URL, e.g. kafka://127.0.0.1:9092 [default memory://]")] = None,
+    bus: Annotated[str | None, typer.Option(
+        help="bus URL, e.g. kafka://127.0.0.1:9092 [default: the in-process bus, journaled in the data dir]")] = None,
     database_url: Annotated[str | None, typer.Option(
         "--database-url",
         help="a PostgreSQL URL; each service gets its own database <name>_<service> on that server, "
@@ -210,7 +211,7 @@ async def _load_demo(directory: Path, url: str, token: str) -> None:
 
     marker = directory / "demo-loaded"
     if marker.exists():
-        console.print("demo data already loaded (delete data/demo-loaded to load it again)")
+        console.print(f"demo data already loaded (delete {marker} to load it again)")
         return
     try:
         await demo.load(url, token)
