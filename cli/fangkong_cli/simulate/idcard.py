@@ -1,8 +1,8 @@
 """Synthetic resident ID numbers (GB 11643-1999) for simulated people.
 
-The simulator may not import a service package, so the few lines of the rule
-live here too: 6-digit region, 8-digit birth date, 3-digit sequence (odd for
-men), ISO 7064 MOD 11-2 check character. Numbers are a pure function of an
+The rule itself (6-digit region, 8-digit birth date, 3-digit sequence, ISO 7064
+MOD 11-2 check character) is fangkong_common.identity's, shared with the
+registry that validates the numbers. Numbers here are a pure function of an
 index, so a seeded run names the same people every time, and distinct indexes
 give distinct numbers (up to 1,000 people per county and birth date).
 """
@@ -12,12 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, timedelta
 
-WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-CHECK_CHARS = "10X98765432"
-
-
-def check_character(first17: str) -> str:
-    return CHECK_CHARS[sum(int(c) * w for c, w in zip(first17, WEIGHTS, strict=True)) % 11]
+from fangkong_common.identity import make_resident_id
+from fangkong_common.identity import resident_id_check_character as check_character
 
 
 def resident_id(region: str, born: date, sequence: int) -> str:
@@ -25,8 +21,7 @@ def resident_id(region: str, born: date, sequence: int) -> str:
         raise ValueError(f"region must be 6 digits, got {region!r}")
     if not 0 <= sequence < 1000:
         raise ValueError(f"sequence must be 0..999, got {sequence}")
-    body = f"{region}{born:%Y%m%d}{sequence:03d}"
-    return body + check_character(body)
+    return make_resident_id(region, born, sequence)
 
 
 def is_valid(number: str) -> bool:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-CHECK_CHARS = "10X98765432"
+from fangkong_common.identity import make_resident_id
+from fangkong_common.identity import resident_id_check_character as check_character
+
+__all__ = ["IdNumberError", "ResidentId", "check_character", "make_resident_id", "parse_resident_id"]
 
 
 class IdNumberError(ValueError):
@@ -24,10 +26,6 @@ class ResidentId:
     region_code: str
     birth_date: date
     sex: str  # "male" | "female"
-
-
-def check_character(first17: str) -> str:
-    return CHECK_CHARS[sum(int(c) * w for c, w in zip(first17, WEIGHTS, strict=True)) % 11]
 
 
 def parse_resident_id(number: str, *, today: date | None = None) -> ResidentId:
@@ -62,9 +60,3 @@ PROVINCE_CODES = frozenset({
     "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65",
     "71", "81", "82",
 })
-
-
-def make_resident_id(region: str, born: date, sequence: int) -> str:
-    """A valid number for ``region``, ``born`` and a 3-digit sequence (demo data, tests, benchmarks)."""
-    body = f"{region}{born:%Y%m%d}{sequence % 1000:03d}"
-    return body + check_character(body)
