@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from fangkong_common.bus import forget_memory_bus
 from fangkong_common.bus.memory import MemoryBus
 from fangkong_cli.services import SERVICES
 
@@ -86,6 +87,10 @@ def create_platform(
                 await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
             await drain(apps)
+            buses = {id(a.state.bus): a.state.bus for a in apps.values() if isinstance(a.state.bus, MemoryBus)}
+        # The shared in-process bus outlives each service's stop; it (and its journal) ends with the platform.
+        for bus in buses.values():
+            forget_memory_bus(bus.url)
 
     root = FastAPI(title="Fangkong", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
