@@ -127,3 +127,107 @@ def bus_url(request: pytest.FixtureRequest) -> str:
         return f"memory://test-{uuid.uuid4().hex}"
     # A namespace of its own on the session's broker: no test reads another's events.
     return f"{request.getfixturevalue('kafka_broker').url}?namespace=t{uuid.uuid4().hex[:12]}"
+
+
+# --- `scripts/verify`: what each proof test injected and measured, printed as one table ---------
+
+LONG_OPTION = "--long-faults"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(LONG_OPTION, action="store_true", default=False,
+                     help="also run the long fault runs (marked long_fault); scripts/verify passes it")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "proof(area): a test of issue 8's proof table "
+                                       "(area: faults, bad input, access); scripts/verify runs these")
+    config.addinivalue_line("markers", "long_fault: a fault run of minutes; only with --long-faults")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption(LONG_OPTION):
+        return
+    skip = pytest.mark.skip(reason=f"long fault run: on demand with scripts/verify ({LONG_OPTION})")
+    for item in items:
+        if item.get_closest_marker("long_fault"):
+            item.add_marker(skip)
+
+
+class Proof:
+    """Notes for the verify table: what the test injected and what it measured. Call as the test
+    goes; the last note of each kind wins, several measured notes are joined."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+
+    def injected(self, text: str) -> None:
+        self._item.user_properties.append(("proof.injected", text))
+
+    def measured(self, text: str) -> None:
+        self._item.user_properties.append(("proof.measured", text))
+
+
+@pytest.fixture
+def proof(request: pytest.FixtureRequest) -> Proof:
+    return Proof(request.node)
+
+
+def _proof_rows(terminalreporter) -> list[dict]:
+    rows: dict[str, dict] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            area = dict(report.user_properties).get("proof.area") if hasattr(report, "user_properties") else None
+            if area is None:
+                continue
+            row = rows.setdefault(report.nodeid, {"area": area, "test": report.nodeid, "injected": "",
+                                                  "measured": [], "result": "pass"})
+            for key, value in report.user_properties:
+                if key == "proof.injected":
+                    row["injected"] = value
+                elif key == "proof.measured" and value not in row["measured"]:
+                    row["measured"].append(value)
+            if report.failed:
+                row["result"] = "FAIL"
+            elif report.skipped and row["result"] == "pass":
+                row["result"] = "skipped"
+    return [dict(row, measured="; ".join(row["measured"])) for row in rows.values()]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("proof")
+    if marker is not None:
+        item.user_properties.append(("proof.area", marker.args[0] if marker.args else "other"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    rows = _proof_rows(terminalreporter)
+    if not rows:
+        return
+    rows.sort(key=lambda row: (row["area"], row["test"]))
+    lines = ["| area | test | injected | measured | result |", "|---|---|---|---|---|"]
+    for row in rows:
+        cells = [row["area"], row["test"].split("::", 1)[-1] + f" ({row['test'].split('::', 1)[0]})",
+                 row["injected"], row["measured"], row["result"]]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
+    table = "\n".join(lines)
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "verify.md").write_text(table + "\n", encoding="utf-8")
+    (artifacts / "verify.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    terminalreporter.section("proof table (test-artifacts/verify.md)")
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich comes with the CLI; plain markdown otherwise
+        terminalreporter.write_line(table)
+        return
+    rich_table = Table("area", "test", "injected", "measured", "result", show_lines=True)
+    for row in rows:
+        style = {"pass": "green", "FAIL": "bold red"}.get(row["result"], "yellow")
+        rich_table.add_row(row["area"], row["test"], row["injected"], row["measured"],
+                           f"[{style}]{row['result']}[/]")
+    console = Console(file=terminalreporter._tw, width=max(terminalreporter._tw.fullwidth, 160),
+                      force_terminal=terminalreporter._tw.hasmarkup)
+    console.print(rich_table)
