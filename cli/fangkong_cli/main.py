@@ -92,7 +92,7 @@ def token(
     try:
         print(issue_token(settings.jwt_secret.get_secret_value(), role=role, regions=region or [], grids=grid or [],
                           sites=site or [], sub=sub,
-                          ttl_seconds=ttl, issuer=settings.jwt_issuer))
+                          ttl_seconds=ttl, issuer=settings.jwt_issuer, audience=settings.jwt_audience))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--region") from exc
 
@@ -176,9 +176,10 @@ def up(
                       json_logs=settings.log_json and "FANGKONG_LOG_JSON" in os.environ)
     platform = create_platform(overrides, per_service={n: {"database_url": u} for n, u in per_service.items()})
     secret = settings.jwt_secret.get_secret_value()
-    admin = issue_token(secret, role=Role.admin, sub="demo-admin", issuer=settings.jwt_issuer)
+    admin = issue_token(secret, role=Role.admin, sub="demo-admin", issuer=settings.jwt_issuer,
+                        audience=settings.jwt_audience)
     commander = issue_token(secret, role=Role.commander, regions=[DEMO_REGION], sub="demo-commander",
-                            issuer=settings.jwt_issuer)
+                            issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     server = _server(platform, host, port)
 
     async def run() -> None:

@@ -90,8 +90,9 @@ def test_ttl_sets_the_token_lifetime(runner: CliRunner, tmp_path: Path) -> None:
     import jwt
 
     token = _token(runner, tmp_path, "--role", "integration", "--ttl", "60")
-    claims = jwt.decode(token, _stored_jwt_secret(tmp_path), algorithms=["HS256"], issuer="fangkong")
-    assert claims["exp"] - claims["iat"] == 60
+    claims = jwt.decode(token, _stored_jwt_secret(tmp_path), algorithms=["HS256"], issuer="fangkong",
+                        audience="fangkong")
+    assert claims["exp"] - claims["iat"] == 60 and claims["aud"] == "fangkong"
 
 
 @pytest.mark.parametrize("code", ["12", "4403000", "44030x"])

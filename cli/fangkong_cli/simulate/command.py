@@ -113,4 +113,4 @@ def _admin_token(data_dir: Path, lang: str) -> str:
                     f"the data dir of `fangkong up`", lang)
     settings = CommonSettings(**data_secrets.load_or_create(data_dir))
     return issue_token(settings.jwt_secret.get_secret_value(), role=Role.admin, sub="simulator",
-                       ttl_seconds=24 * 3600, issuer=settings.jwt_issuer)
+                       ttl_seconds=24 * 3600, issuer=settings.jwt_issuer, audience=settings.jwt_audience)

@@ -5,6 +5,10 @@ see. A 6-digit GB/T 2260 code covers its children: ``440000`` (a province)
 covers every code starting ``44``, ``440300`` (a city) every code starting
 ``4403``, ``440305`` (a county) only itself. ``admin`` with no regions sees
 the whole country; any other role with no regions sees nothing.
+
+Every token names its audience (``aud``, "fangkong" unless the installation sets
+``FANGKONG_JWT_AUDIENCE``) and verification requires it: a JWT signed for another
+system that happens to share the secret, or one without an audience, is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy import ColumnElement, false, or_, true
 from sqlalchemy.orm import InstrumentedAttribute
 
 REGION_CODE = re.compile(r"[0-9]{6}")
+DEFAULT_AUDIENCE = "fangkong"
 
 
 class Role(StrEnum):
@@ -114,6 +119,7 @@ def issue_token(
     sub: str | None = None,
     ttl_seconds: int = 8 * 3600,
     issuer: str = "fangkong",
+    audience: str = DEFAULT_AUDIENCE,
 ) -> str:
     principal = Principal(sub=sub or f"{Role(role).value}-{uuid.uuid4().hex[:8]}", role=Role(role),
                           regions=list(regions), grids=list(grids), sites=list(sites))
@@ -125,6 +131,7 @@ def issue_token(
         "grids": principal.grids,
         "sites": principal.sites,
         "iss": issuer,
+        "aud": audience,
         "iat": now,
         "exp": now + ttl_seconds,
         "jti": uuid.uuid4().hex,
@@ -132,10 +139,12 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def decode_token(token: str, secret: str, *, issuer: str = "fangkong") -> Principal:
+def decode_token(token: str, secret: str, *, issuer: str = "fangkong",
+                 audience: str = DEFAULT_AUDIENCE) -> Principal:
+    # Only HS256: "none" and asymmetric algorithms (key confusion) never verify here.
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=issuer,
-                            options={"require": ["exp", "iat", "sub", "iss"]})
+        claims = jwt.decode(token, secret, algorithms=["HS256"], issuer=issuer, audience=audience,
+                            options={"require": ["exp", "iat", "sub", "iss", "aud"]})
         return Principal(sub=claims["sub"], role=claims["role"], regions=claims.get("regions", []),
                          grids=claims.get("grids", []), sites=claims.get("sites", []))
     except (jwt.PyJWTError, ValueError, KeyError) as exc:
@@ -155,7 +164,7 @@ async def current_principal(
     settings = request.app.state.settings
     try:
         principal = decode_token(credentials.credentials, settings.jwt_secret.get_secret_value(),
-                                 issuer=settings.jwt_issuer)
+                                 issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     except TokenError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}",
                             headers={"WWW-Authenticate": "Bearer"}) from exc

@@ -1,9 +1,10 @@
 """Settings read from the environment (prefix ``FANGKONG_``).
 
 One class for what every service needs; a service subclasses it for its own
-knobs. In production the process refuses to start with a default secret,
-because a known JWT secret lets anyone mint a commander's token and a known
-person-key secret lets anyone map ID numbers to keys.
+knobs. In production the process refuses to start with a default or short
+secret, because a known (or guessable) JWT secret lets anyone mint a
+commander's token and a known person-key secret lets anyone map ID numbers to
+keys.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-development-only-not-a-real-secret"
+# HS256 keys shorter than the hash (32 bytes) can be brute-forced offline from one
+# captured token (RFC 7518 3.2 asks for at least this much).
+MIN_SECRET_BYTES = 32
 
 
 class InsecureSettingsError(ValueError):
@@ -40,6 +44,9 @@ class CommonSettings(BaseSettings):
     jwt_secret: SecretStr = SecretStr(DEFAULT_SECRET)
     # The `iss` claim tokens must carry.
     jwt_issuer: str = "fangkong"
+    # The `aud` claim tokens are issued with and must carry: a token minted for another
+    # system sharing the secret (or with no audience) is refused.
+    jwt_audience: str = "fangkong"
     # Keys the HMAC that turns an ID number into a person_key; the same for every service, never rotated lightly.
     person_key_secret: SecretStr = SecretStr(DEFAULT_SECRET)
     # Run the service's Alembic migrations at start-up (embedded mode, tests);
@@ -57,6 +64,17 @@ class CommonSettings(BaseSettings):
     # May an admin move the clock (PUT /<service>/clock)? For simulations and
     # demos; unset means yes except in production, where it cannot be turned on.
     clock_control: bool | None = None
+    # Requests per client IP and role that hand out tokens (the demo login) within
+    # login_rate_window_seconds; more answer 429 with Retry-After. 0 turns the limit off.
+    login_rate_limit: int = 10
+    # The window of login_rate_limit, in seconds.
+    login_rate_window_seconds: float = 60.0
+    # Closed records (released orders, people no longer under management) older than this
+    # lose their personal data (ID number, name, phone, address); counts stay. Long enough
+    # for retrospective tracing of a cluster (the longest closed loop is 21+7 days).
+    retention_days: int = 180
+    # How often the retention job looks for records past retention_days; 0 turns it off.
+    retention_interval_seconds: float = 3600.0
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "CommonSettings":
@@ -70,6 +88,11 @@ class CommonSettings(BaseSettings):
                 raise InsecureSettingsError(
                     f"FANGKONG_{name.upper()} must be set to a non-default secret "
                     "when FANGKONG_ENV=production"
+                )
+            if len(value.encode()) < MIN_SECRET_BYTES:
+                raise InsecureSettingsError(
+                    f"FANGKONG_{name.upper()} is {len(value.encode())} bytes; at least {MIN_SECRET_BYTES} "
+                    "when FANGKONG_ENV=production (e.g. python3 -c 'import secrets; print(secrets.token_hex(32))')"
                 )
         return self
 

@@ -30,7 +30,8 @@ class ServiceHarness:
     def token(self, role: Role | str, *, regions: Iterable[str] = (), grids: Iterable[str] = (),
               sites: Iterable[str] = (), sub: str | None = None) -> str:
         return issue_token(self.settings.jwt_secret.get_secret_value(), role=role, regions=regions, grids=grids,
-                           sites=sites, sub=sub, issuer=self.settings.jwt_issuer)
+                           sites=sites, sub=sub, issuer=self.settings.jwt_issuer,
+                           audience=self.settings.jwt_audience)
 
     def headers(self, role: Role | str, **scope: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(role, **scope)}"}

@@ -149,7 +149,7 @@ def test_token_accepts_role_as_string_and_invents_a_sub() -> None:
 def test_token_carries_issuer_and_lifetime() -> None:
     before = int(time.time())
     token = issue_token(SECRET, role=Role.viewer, ttl_seconds=600, issuer="fangkong")
-    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="fangkong")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="fangkong", audience="fangkong")
     assert claims["iss"] == "fangkong"
     assert before <= claims["iat"] <= before + 5
     assert claims["exp"] - claims["iat"] == 600
@@ -396,3 +396,18 @@ def test_region_code_ranges_are_digit_bounds_that_sort_alike_in_every_collation(
     low, high = region_code_range("440900")  # a prefix ending in 9: no ':' bound
     assert low <= "440901" <= high and not (low <= "441001" <= high)
     assert all(c.isdigit() for c in low + high)
+
+
+def test_token_carries_the_audience_and_a_wrong_or_missing_one_is_refused() -> None:
+    token = issue_token(SECRET, role=Role.viewer)
+    assert jwt.decode(token, SECRET, algorithms=["HS256"], audience="fangkong")["aud"] == "fangkong"
+    with pytest.raises(TokenError, match="(?i)audience"):
+        decode_token(token, SECRET, audience="another-system")
+    elsewhere = issue_token(SECRET, role=Role.admin, audience="another-system")
+    with pytest.raises(TokenError, match="(?i)audience"):
+        decode_token(elsewhere, SECRET)
+    now = int(time.time())
+    no_audience = jwt.encode({"sub": "x", "role": "admin", "iss": "fangkong", "iat": now, "exp": now + 60},
+                             SECRET, algorithm="HS256")
+    with pytest.raises(TokenError, match="aud"):
+        decode_token(no_audience, SECRET)

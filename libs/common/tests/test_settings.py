@@ -126,3 +126,12 @@ def test_subclass_service_name_names_the_database(tmp_path: Path) -> None:
 def test_explicit_database_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FANGKONG_DATABASE_URL", "postgresql+asyncpg://u@db/registry")
     assert CommonSettings(service_name="registry").effective_database_url == "postgresql+asyncpg://u@db/registry"
+
+
+@pytest.mark.parametrize("name", ["jwt_secret", "person_key_secret"])
+def test_production_refuses_short_secrets(name: str) -> None:
+    strong = {"jwt_secret": STRONG_JWT, "person_key_secret": STRONG_PK}
+    with pytest.raises(ValidationError, match=f"FANGKONG_{name.upper()} is 31 bytes") as caught:
+        CommonSettings(env="production", **{**strong, name: "x" * 31})
+    assert "32" in str(_insecure_cause(caught.value))
+    assert CommonSettings(env="production", **{**strong, name: "x" * 32}).env == "production"

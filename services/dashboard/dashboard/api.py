@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fangkong_common.auth import Principal, Role, TokenError, decode_token, issue_token, require_region
 from fangkong_common.db import DbSession
 from fangkong_common.errors import Invalid, Unavailable
+from fangkong_common.ratelimit import check_login_rate
 
 from dashboard import queries, reports, service, stream
 from dashboard.domain.rules import METRICS, today_local
@@ -45,7 +46,8 @@ async def caller(request: Request,
                             headers={"WWW-Authenticate": "Bearer"})
     settings = request.app.state.settings
     try:
-        principal = decode_token(raw, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer)
+        principal = decode_token(raw, settings.jwt_secret.get_secret_value(), issuer=settings.jwt_issuer,
+                                 audience=settings.jwt_audience)
     except TokenError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}",
                             headers={"WWW-Authenticate": "Bearer"}) from exc
@@ -321,16 +323,18 @@ async def webhook_deliveries(session: DbSession, principal: Hooks, webhook_id: s
 # --- demo login (embedded / development only) ---------------------------------------------------
 
 
-@router.post("/login")
+@router.post("/login", responses={429: {"description": "too many logins from this address for this role; "
+                                                       "see Retry-After"}})
 async def dev_login(request: Request, body: LoginIn) -> dict:
     """A short token for the command screen in the embedded/development mode. Never in production:
     there tokens come from `fangkong token` or the identity provider."""
     settings = request.app.state.settings
     if settings.env == "production" or not settings.dev_login:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+    check_login_rate(request, body.role)
     token = issue_token(settings.jwt_secret.get_secret_value(), role=body.role, regions=[body.region_code],
                         sub=f"screen-{body.role}-{body.region_code}", ttl_seconds=settings.dev_login_ttl_seconds,
-                        issuer=settings.jwt_issuer)
+                        issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     return {"token": token, "expires_in": settings.dev_login_ttl_seconds, "role": body.role,
             "region_code": body.region_code}
 

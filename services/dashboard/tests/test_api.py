@@ -286,7 +286,8 @@ async def test_demo_login_only_outside_production(h, database_url: str) -> None:
     assert "/dashboard/stream?token=" in script and "http://" not in script and "https://" not in script
     assert (await h.client.get("/dashboard/")).status_code == 200
     prod = Settings(database_url=database_url, bus_url="memory://prod", env="production",
-                    jwt_secret="a-real-production-secret-of-32-bytes+", person_key_secret="another-real-secret")
+                    jwt_secret="a-real-production-secret-of-32-bytes+",
+                    person_key_secret="another-real-secret-of-at-least-32-bytes")
     async with running(create_app(prod)) as p:
         assert (await p.client.post("/dashboard/login", json={"region_code": SZ})).status_code == 404
         hook = {"event_types": ["test.positive"], "secret": "a-long-enough-secret"}
