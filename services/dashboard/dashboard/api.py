@@ -20,7 +20,7 @@ from fangkong_common.db import DbSession
 from fangkong_common.errors import Invalid, Unavailable
 from fangkong_common.ratelimit import check_login_rate
 
-from dashboard import queries, reports, service, stream
+from dashboard import outcomes, queries, reports, service, stream
 from dashboard.domain.rules import METRICS, today_local
 from dashboard.schemas import (LoginIn, RectificationIn, RectificationPatch, UnitIn, UnitReportIn,
                                VaccinationTargetIn, WebhookIn)
@@ -121,6 +121,24 @@ async def get_metrics(session: DbSession, principal: Reader, region_code: Region
         raise Invalid(["query", "names"], f"unknown metrics {unknown}; known: {list(METRICS)}")
     return {"region_code": region, "from": day_from.isoformat(), "to": day_to.isoformat(),
             "series": await queries.series(session, region, day_from, day_to, wanted, lang_of(lang))}
+
+
+@router.get("/outcomes")
+async def get_outcomes(session: DbSession, principal: Reader, region_code: RegionQ = None,
+                       from_: Annotated[date | None, Query(alias="from", description="first day (Beijing time); "
+                                                            "default: 13 days before to")] = None,
+                       to: Annotated[date | None, Query(description="last day; default: today")] = None) -> dict:
+    """四早 outcome intervals (result → bed, case → contacts under order, collection → result,
+    positive → classified, returnee registered → first test): count, nearest-rank median and p90,
+    max in seconds, for the range and per day, with what is still waiting as of ``as_of``."""
+    region = scope(principal, region_code)
+    day_to = to or today_local()
+    day_from = from_ or day_to - timedelta(days=13)
+    if day_from > day_to:
+        raise Invalid(["query", "from"], "from must not be after to (起始日期不能晚于结束日期)")
+    if (day_to - day_from).days >= MAX_SERIES_DAYS:
+        raise Invalid(["query", "from"], f"at most {MAX_SERIES_DAYS} days per request (每次最多 {MAX_SERIES_DAYS} 天)")
+    return await outcomes.outcomes(session, region, day_from, day_to)
 
 
 @router.get("/regions")

@@ -210,3 +210,42 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     __table_args__ = (Index("ix_dash_delivery_due", "status", "next_attempt_at"),
                       Index("uq_dash_delivery_webhook_event", "webhook_id", "event_id", unique=True))
+
+
+# --- outcome intervals (issue 10: 早发现、早报告、早隔离、早治疗) ------------------------------
+
+
+class Moment(Base):
+    """When something happened to a subject (a person key or a tube's barcode), from an event's
+    occurred_at: a positive, a bed, a classification, a contact's order, a registration, a swab,
+    a tube collected or resulted. Append-only, so intervals recomputed from them do not depend
+    on the order events arrive in."""
+    __tablename__ = "dash_moment"
+    subject: Mapped[str] = mapped_column(String(80), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(12), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    region_code: Mapped[str | None] = mapped_column(String(6), nullable=True)
+    extra: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a returnee's category
+    __table_args__ = (Index("ix_dash_moment_kind_at", "kind", "at"),)
+
+
+class ContactLink(Base):
+    """A close contact (degree 1) and the case they met (contact.identified)."""
+    __tablename__ = "dash_contact_link"
+    case_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_key: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Interval(Base):
+    """One measured interval (result → bed of a person, a tube's collection → result ...), recomputed
+    from the moments whenever one of its ends arrives; ``end_at`` empty while it is still open."""
+    __tablename__ = "dash_interval"
+    kind: Mapped[str] = mapped_column(String(30), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(160), primary_key=True)
+    region_code: Mapped[str] = mapped_column(String(6))
+    category: Mapped[str] = mapped_column(String(40), default="")
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_day: Mapped[date | None] = mapped_column(Date, nullable=True)
+    __table_args__ = (Index("ix_dash_interval_kind_region_end", "kind", "region_code", "end_day"),
+                      Index("ix_dash_interval_kind_region_start", "kind", "region_code", "start_at"))

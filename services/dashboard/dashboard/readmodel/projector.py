@@ -14,6 +14,7 @@ from dashboard.domain.rules import TREATMENT_SITES, local_day, needs_site
 from dashboard.models import Change, Fact, Once, Order, Positive, Returnee, Site, TestDue, Tube
 from dashboard.readmodel.counters import upsert_counters
 from dashboard.readmodel.deliveries import webhook_deliveries
+from dashboard.readmodel import outcomes
 from dashboard.readmodel.events import admission_dim, once_key
 from dashboard.readmodel.store import WRITE_CHUNK, Outcome, Table, load
 from fangkong_common.db import dialect_insert
@@ -433,5 +434,6 @@ async def apply_batch(session: AsyncSession, envelopes: list[Envelope]) -> Outco
         projector.apply(envelope, payload)
     projector.recompute()
     await projector.write()
+    await outcomes.apply(session, items)
     await webhook_deliveries(session, items, projector.out)
     return projector.out
