@@ -32,6 +32,7 @@ KINDS = (
     "resulted",          # a lab result posted for a tube
     "positive",          # a single-tube positive posted for a person (test.positive)
     "classified",        # a case classified by the medical institution
+    "admitted",          # a positive seen in a treatment bed (hospital, 方舱) at the step that put them there
     "scheduler",         # the quarantine daily job run
     "clock",             # the platform's clock put at a simulated instant
 )
@@ -39,6 +40,24 @@ KINDS = (
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def note_admissions(world: Any, at: datetime) -> int:
+    """Record the positives the platform has put in a treatment bed since the last look, at ``at``:
+    the step that just ran (a lab run admits at the result, the daily job admits who waited). The
+    clock is frozen at the step, so that is the platform's own admission time (issue 10 measures
+    result → bed against it). ``world``: the scenario's World (its API and people by key)."""
+    seen = world.__dict__.setdefault("_admitted_noted", set())
+    cases = await world.api.call("quarantine", "GET", "/quarantine/cases", params={"classified": "false",
+                                                                                     "limit": 1000})
+    admitted = sorted((person.id_number, case["site_id"]) for case in cases
+                      if (person := world.by_key.get(case["person_key"])) is not None
+                      and case.get("site_kind") in ("hospital", "fangcang"))
+    for id_number, site in admitted:  # by ID number: the same order on every installation
+        if id_number not in seen:
+            seen.add(id_number)
+            world.truth.add("admitted", at, person=id_number, site=site)
+    return len(seen)
 
 
 class GroundTruth:
