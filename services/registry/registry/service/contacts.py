@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from fastapi import HTTPException
+from fastapi import HTTPException, status
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,13 +49,21 @@ class Contacts(RegistryBase):
             raise Invalid(("body", "source_person_id"),
                           f"现行方案只追踪到第{self.settings.max_contact_degree}代 (the policy traces contacts to "
                           f"degree {self.settings.max_contact_degree}; this would be degree {degree})")
+        case_key = source if source_is_case else source_link.case_person_key  # type: ignore[union-attr]
+        if cross_region and not principal.sees_everything:
+            # Tracing crosses regions outward from one's own chain: its case or the source must be
+            # in the caller's scope, or a district could write contacts (and orders) into another's chain.
+            ours = await session.scalar(select(func.count()).select_from(Person).where(
+                Person.person_key.in_({source, case_key}), principal.scope_clause(Person.region_code)))
+            if not ours:
+                raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                    "来源及其病例都不在您的辖区 (neither the source nor its case is in your scope)")
         existing = await session.scalar(select(ContactLink).where(ContactLink.person_key == person.person_key,
                                                                   ContactLink.source_person_key == source))
         if existing is not None:
             return existing, False
         previous = await session.scalar(select(func.min(ContactLink.degree))
                                         .where(ContactLink.person_key == person.person_key))
-        case_key = source if source_is_case else source_link.case_person_key  # type: ignore[union-attr]
         link = ContactLink(id=str(uuid.uuid4()), person_key=person.person_key, source_person_key=source,
                            case_person_key=case_key, degree=degree, exposure_at=data.exposure_at,
                            setting=data.setting, reported_by=data.reported_by, note=data.note)
