@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -98,6 +98,24 @@ class CorrelationMiddleware:
             correlation_id.reset(token)
 
 
+class ErrorOut(BaseModel):
+    """Every error answer: a message, or FastAPI's list of {loc, msg, type} for a 422."""
+
+    detail: str | list[dict[str, Any]] | dict[str, Any]
+
+
+# Answers every authenticated route may give besides its own: documented once, so a client (and
+# schemathesis) reading the OpenAPI schema knows them. 422 stays FastAPI's own (HTTPValidationError).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body is not parseable (e.g. broken JSON)"},
+    401: {"model": ErrorOut, "description": "no token, or an expired, tampered or foreign one"},
+    403: {"model": ErrorOut, "description": "the role or the region of the token does not allow it"},
+    404: {"model": ErrorOut, "description": "not found, or outside the caller's regions"},
+    409: {"model": ErrorOut, "description": "conflicts with the current state"},
+    503: {"model": ErrorOut, "description": "the database or the bus is unavailable; retry (Retry-After)"},
+}
+
+
 class ClockOut(BaseModel):
     now: AwareDatetime
     offset_seconds: float
@@ -176,7 +194,8 @@ def _ops_router(name: str) -> APIRouter:
                              responses={503: {"description": "database or bus not reachable"}})
     # Prometheus only at the root: /<service>/metrics is the services' own namespace (the
     # dashboard's time series live there). The embedded platform serves the one registry at /metrics.
-    router.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    router.add_api_route("/metrics", metrics_endpoint, methods=["GET"], response_class=Response,
+                         responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}})
     return router
 
 
@@ -234,8 +253,8 @@ def create_service_app(
     app.state.service_name = name
     install_error_handlers(app)
     app.include_router(_ops_router(name))
-    app.include_router(_clock_router(name))
+    app.include_router(_clock_router(name), responses=ERROR_RESPONSES)
     if api_router is not None:
-        app.include_router(api_router)
+        app.include_router(api_router, responses=ERROR_RESPONSES)
     app.add_middleware(CorrelationMiddleware, service=name)
     return app
