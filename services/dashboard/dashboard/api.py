@@ -182,7 +182,8 @@ def _download(content: bytes, media_type: str, filename: str) -> Response:
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-@router.get("/reports/daily")
+@router.get("/reports/daily", responses={200: {"content": {"application/json": {}, XLSX: {}, "application/pdf": {}},
+                                                    "description": "the report as JSON, XLSX or PDF (format)"}})
 async def daily_report(request: Request, session: DbSession, principal: Reader, region_code: RegionQ = None,
                        date: DateQ = None, format: Literal["json", "xlsx", "pdf"] = "json",
                        lang: LangQ = "zh"):
@@ -202,7 +203,8 @@ async def daily_report(request: Request, session: DbSession, principal: Reader, 
     return report
 
 
-@router.get("/exports/{table}")
+@router.get("/exports/{table}", response_class=Response,
+            responses={200: {"content": {"text/csv": {}, XLSX: {}}, "description": "CSV (UTF-8 with BOM) or XLSX"}})
 async def export(request: Request, session: DbSession, principal: Reader,
                  table: Literal["kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units",
                                 "rectifications", "unit_reports"],
@@ -292,7 +294,8 @@ async def update_rectification(session: DbSession, principal: Ledger, rectificat
 # --- live feed ------------------------------------------------------------------------------
 
 
-@router.get("/stream")
+@router.get("/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
 async def live_stream(request: Request, principal: Reader, region_code: RegionQ = None,
                       since: Annotated[int | None, Query(ge=0, description="resume after this change id")] = None,
                       max_events: Annotated[int | None, Query(ge=1, le=10000,
