@@ -205,10 +205,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def latency(url: str, counter_people: int, queries_n: int) -> dict:
+async def latency(url: str, counter_people: int, queries_n: int, days: int = 60) -> dict:
     app = create_app(Settings(database_url=url, bus_url="memory://bench-latency"))
     async with app.router.lifespan_context(app):
-        grown = await grow_counters(app.state.database, counter_people)
+        grown = await grow_counters(app.state.database, counter_people, days)
         async with app.state.database.sessionmaker() as session:
             total_rows = await session.scalar(text("SELECT count(*) FROM dash_counter"))
         secret = app.state.settings.jwt_secret.get_secret_value()
