@@ -93,5 +93,5 @@ class LoginIn(Strict):
 class VaccinationTargetIn(Strict):
     region_code: str = RegionCode
     age_group: Literal["3-11", "12-14", "15-17", "18+"]
-    target: int = Field(ge=0, description="people to reach with a first dose")
+    target: int = Field(ge=0, le=2_000_000_000, description="people to reach with a first dose")
     deadline: date

@@ -286,7 +286,7 @@ AgeGroup = Literal["12-14", "15-17", "18+"]
 class VaccinationTargetIn(Strict):
     region_code: RegionCode
     age_group: AgeGroup
-    target_people: int = Field(ge=1)
+    target_people: int = Field(ge=1, le=2_000_000_000)
     deadline: date
 
 
@@ -314,7 +314,7 @@ class GatheringIn(Strict):
     place: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     region_code: RegionCode
     held_on: date
-    expected_attendees: int = Field(ge=1)
+    expected_attendees: int = Field(ge=1, le=10_000_000)
 
 
 class GatheringDecision(Strict):

@@ -49,7 +49,7 @@ class LabIn(_Hours):
     longitude: float = Field(ge=-180, le=180)
     tubes_per_day: int = Field(ge=0, le=10_000_000)
     turnaround_hours: float = Field(default=24, gt=0, le=168, description="target: 6 fever clinic, 12, 24 screening")
-    reagent_stock: int = Field(ge=0, description="tests' worth of reagent (检测试剂)")
+    reagent_stock: int = Field(ge=0, le=2_000_000_000, description="tests' worth of reagent (检测试剂)")
     run_hours: float = Field(default=0, ge=0, le=48, description="from a tube entering the machine to its result")
     travel_minutes: dict[str, float] = Field(default_factory=dict,
                                              description="site id → measured road minutes (overrides coordinates)")
@@ -60,7 +60,7 @@ class LabPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reagent_stock: int | None = Field(default=None, ge=0)
+    reagent_stock: int | None = Field(default=None, ge=0, le=2_000_000_000)
     tubes_per_day: int | None = Field(default=None, ge=0, le=10_000_000)
     turnaround_hours: float | None = Field(default=None, gt=0, le=168)
     opens_at: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")
