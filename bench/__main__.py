@@ -72,7 +72,7 @@ class Sizes:
     @classmethod
     def full_run(cls, people: int) -> Sizes:
         return cls(smoke=False, people=people, prevalence=1e-4, clients=4, tubes_per_post=1000,
-                   positive_samples=200, background_rate=1000, pool_tubes=max(1000, min(100_000, people // 100)),
+                   positive_samples=200 if people >= CITY_OF_10M else 50, background_rate=1000, pool_tubes=max(1000, min(100_000, people // 100)),
                    pool_prevalence=1e-3, pool_solo=200, plan=(1000, 200, 48, 3_000_000), registry_import=5000,
                    registry_passes=20_000, kpi_queries=400, messages=100_000, payload_bytes=300,
                    http_requests=5000, screening_timeout=max(600.0, people / 500))
