@@ -83,6 +83,8 @@ class MultiProcessPlatform:
     person_key_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     namespace: str = field(default_factory=lambda: f"mp{uuid.uuid4().hex[:10]}")
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    # More processes of a service (a second consumer in its groups), stopped with the rest.
+    replicas: list[ServiceProcess] = field(default_factory=list)
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FANGKONG_")}
@@ -112,7 +114,27 @@ class MultiProcessPlatform:
             service.wait_ready()
 
     def stop(self) -> dict[str, int | None]:
+        for replica in self.replicas:
+            replica.stop()
         return {name: service.stop() for name, service in self.services.items()}
+
+    def restart(self, name: str, sig: int = signal.SIGTERM) -> int | None:
+        """Stop one service (SIGKILL: as a crash) and start it again on its port; its exit code."""
+        service = self.services[name]
+        code = service.stop(sig)
+        service.start()
+        service.wait_ready()
+        return code
+
+    def add_replica(self, name: str) -> ServiceProcess:
+        """One more process of ``name`` on the same database and bus (another port)."""
+        original = self.services[name]
+        replica = ServiceProcess(name, free_port(), dict(original.env),
+                                 self.directory / f"{name}.{len(self.replicas) + 2}.log")
+        self.replicas.append(replica)
+        replica.start()
+        replica.wait_ready()
+        return replica
 
     def url(self, service: str) -> str:
         return self.services[service].url
