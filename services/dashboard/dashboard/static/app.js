@@ -14,6 +14,14 @@ const I18N = {
     positivesDay: "新增阳性", returnees: "返回人员", cases: "病例", badToken: "令牌无效或已过期",
     numerator: "分子", denominator: "分母", noData: "暂无数据", toggle: "EN",
     vacc: "疫苗接种（第一剂）对照目标", reached: "已接种", target: "目标",
+    outcomes: "四早：时效（近14日，中位数 / P90 / 最长）", bedWait: "阳性待床最久", oldestUnclassified: "最久未分类阳性",
+    waitingN: "等待 {n} 人", unclassifiedN: "未分类 {n} 人", interval: "环节", count: "完成数", median: "中位数",
+    p90: "P90", max: "最长", extra: "其他", result_to_bed: "阳性结果 → 入院床位",
+    case_to_contacts_ordered: "阳性 → 密接落实隔离", collection_to_result: "采样 → 出结果",
+    positive_to_classified: "阳性 → 分类（确诊/无症状）", registered_to_first_test: "返回登记 → 首次核酸",
+    within: "{h}小时内 {p}", waiting: "等待 {n}", medianHours: "中位数（小时）",
+    inbound_international: "境外返回", inbound_port_completed_elsewhere: "外省口岸隔离期满", domestic_key_region: "重点地区来返",
+    domestic_other: "其他省外来返", day: "天", hour: "小时", minute: "分", none: "无",
   },
   en: {
     title: "Epidemic Command Screen", pasteToken: "Paste a token", login: "Log in", logout: "Log out",
@@ -27,6 +35,15 @@ const I18N = {
     cases: "Cases", badToken: "Invalid or expired token", numerator: "numerator", denominator: "denominator",
     noData: "No data", toggle: "中文",
     vacc: "Vaccination (first dose) against targets", reached: "Reached", target: "Target",
+    outcomes: "Four earlies: intervals (14 days; median / p90 / max)", bedWait: "Longest wait for a bed",
+    oldestUnclassified: "Oldest unclassified positive", waitingN: "{n} waiting", unclassifiedN: "{n} unclassified",
+    interval: "Interval", count: "Done", median: "Median", p90: "P90", max: "Max", extra: "Other",
+    result_to_bed: "Positive result → hospital bed", case_to_contacts_ordered: "Positive → contacts under order",
+    collection_to_result: "Swab → result", positive_to_classified: "Positive → classified",
+    registered_to_first_test: "Returnee registered → first test", within: "within {h} h: {p}", waiting: "{n} waiting",
+    medianHours: "Median (hours)", inbound_international: "Inbound from abroad",
+    inbound_port_completed_elsewhere: "Port quarantine done elsewhere", domestic_key_region: "From key regions",
+    domestic_other: "Other out-of-province", day: "d", hour: "h", minute: "m", none: "none",
   },
 };
 
@@ -190,6 +207,7 @@ function initCharts() {
   for (const id of ["trend", "sites", "lab", "vacc"]) {
     if (!state.charts[id]) state.charts[id] = echarts.init($(id), "dark", { renderer: "canvas" });
   }
+  if (!state.charts.outcomes) state.charts.outcomes = echarts.init($("outcome-trend"), "dark", { renderer: "canvas" });
   window.addEventListener("resize", () => Object.values(state.charts).forEach((c) => c.resize()));
 }
 
@@ -224,6 +242,78 @@ function renderVaccination(groups) {
              { name: t("target"), type: "bar", data: groups.map((g) => g.target), itemStyle: { color: "#3b4f7a" } }] }, true);
 }
 
+// --- 四早 outcome intervals ------------------------------------------------------------------------
+
+const fill = (text, values) => text.replace(/\{(\w+)\}/g, (_, k) => values[k]);
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const minutes = Math.round(seconds / 60);
+  const d = Math.floor(minutes / 1440), h = Math.floor((minutes % 1440) / 60), m = minutes % 60;
+  if (d > 0) return `${d}${t("day")}${h}${t("hour")}`;
+  if (h > 0) return `${h}${t("hour")}${m ? m + t("minute") : ""}`;
+  return `${m}${t("minute")}`;
+}
+
+// The two waits the speeches single out (positives left without a bed, positives nobody classified)
+// are red whenever anyone waits at all, and glow past alert_seconds (24 h): see the dashboard README.
+function waitCard(card, valueEl, countEl, seconds, n, countKey, limit) {
+  valueEl.textContent = n > 0 ? duration(seconds) : t("none");
+  countEl.textContent = fill(t(countKey), { n });
+  card.classList.toggle("red", n > 0);
+  card.classList.toggle("over", n > 0 && seconds > limit);
+  card.dataset.over = n > 0 && seconds > limit ? "true" : "false";
+}
+
+function renderOutcomes(out) {
+  const iv = out.intervals;
+  waitCard($("bed-wait-card"), $("bed-wait"), $("bed-waiting"), iv.result_to_bed.longest_wait_seconds,
+           iv.result_to_bed.waiting, "waitingN", out.alert_seconds);
+  waitCard($("unclassified-age-card"), $("oldest-unclassified"), $("unclassified-count"),
+           iv.positive_to_classified.oldest_unclassified_seconds, iv.positive_to_classified.unclassified,
+           "unclassifiedN", out.alert_seconds);
+  const pctOf = (x) => (x === null || x === undefined ? "—" : pct(x));
+  const extras = {
+    result_to_bed: (x) => fill(t("waiting"), { n: x.waiting }),
+    case_to_contacts_ordered: (x) => fill(t("within"), { h: 24, p: pctOf(x.share_within_24h) }),
+    collection_to_result: (x) => `${fill(t("within"), { h: 12, p: pctOf(x.share_within_12h) })} · ${
+      fill(t("within"), { h: 24, p: pctOf(x.share_within_24h) })}`,
+    positive_to_classified: (x) => fill(t("unclassifiedN"), { n: x.unclassified }),
+  };
+  const rows = Object.keys(extras).map((k) => [k, t(k), iv[k], extras[k](iv[k])]);
+  for (const [cat, x] of Object.entries(iv.registered_to_first_test.by_category)) {
+    rows.push([`registered_to_first_test:${cat}`, `${t("registered_to_first_test")}（${t(cat)}）`, x,
+               fill(t("waiting"), { n: x.waiting })]);
+  }
+  const table = $("outcomes");
+  const heads = [t("interval"), t("count"), t("median"), t("p90"), t("max"), t("extra")];
+  table.innerHTML = "<thead><tr>" + heads.map(() => "<th></th>").join("") + "</tr></thead><tbody></tbody>";
+  table.querySelectorAll("th").forEach((th, i) => { th.textContent = heads[i]; });
+  const body = table.querySelector("tbody");
+  for (const [key, label, x, extra] of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.interval = key;
+    for (const [i, value] of [label, x.count, duration(x.median_seconds), duration(x.p90_seconds),
+                              duration(x.max_seconds), extra].entries()) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      if (i === 4 && x.max_seconds > out.alert_seconds) td.className = "bad";
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  const hours = (k) => out.days.map((d) => {
+    const v = d.intervals[k].median_seconds;
+    return v === null ? null : Math.round(v / 36) / 100;
+  });
+  // Daily medians in hours, as bars: a day with one finished interval still shows.
+  state.charts.outcomes.setOption({ ...chartBase, animation: false, grid: { left: 48, right: 16, top: 30, bottom: 56 },
+    legend: { ...chartBase.legend, top: undefined, bottom: 0, type: "scroll" },
+    xAxis: { type: "category", data: out.days.map((d) => d.date.slice(5)) },
+    yAxis: { type: "value", name: t("medianHours"), nameTextStyle: { align: "left" } },
+    series: Object.keys(extras).map((k) => ({ name: t(k), type: "bar", data: hours(k) })) }, true);
+}
+
 function setDownloads() {
   const params = new URLSearchParams({ token: state.token, date: state.day, lang: state.lang });
   if (state.region) params.set("region_code", state.region);
@@ -239,13 +329,14 @@ async function refresh() {
     const region = state.region || undefined;
     const to = state.day;
     const from = new Date(new Date(to).getTime() - 13 * 86400000).toISOString().slice(0, 10);
-    const [kpis, metrics, regions, sites, vacc] = await Promise.all([
+    const [kpis, metrics, regions, sites, vacc, outcomes] = await Promise.all([
       api("/dashboard/kpis", { region_code: region, date: to, lang: state.lang }),
       api("/dashboard/metrics", { region_code: region, from, to, lang: state.lang,
         names: "positives,cases,returnees,tubes_collected,tubes_resulted,tube_backlog" }),
       api("/dashboard/regions", { region_code: region, date: to }),
       api("/dashboard/sites", { region_code: region }),
       api("/dashboard/vaccination", { region_code: region, date: to, lang: state.lang }),
+      api("/dashboard/outcomes", { region_code: region, from, to }),
     ]);
     renderKpis(kpis.kpis);
     renderHeadline(kpis.headline);
@@ -254,6 +345,7 @@ async function refresh() {
     renderTrends(metrics.series);
     renderSites(sites.sites);
     renderVaccination(vacc.age_groups);
+    renderOutcomes(outcomes);
     setDownloads();
     $("updated").textContent = new Date().toLocaleTimeString(state.lang === "en" ? "en-GB" : "zh-CN");
   } catch (e) {
