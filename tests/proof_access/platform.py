@@ -35,6 +35,7 @@ class Place:
     persons: list[str] = field(default_factory=list)  # person keys: [returnee, contact]
     ids: dict[str, str] = field(default_factory=dict)  # what -> record id, for path parameters
     markers: set[str] = field(default_factory=set)  # strings only this place's records carry
+    pii: dict[str, str] = field(default_factory=dict)  # raw ID number, phone or address -> the person's key
 
 
 @dataclass
@@ -43,6 +44,10 @@ class Seeded:
     secret: str
     places: dict[str, Place]
     platform: object
+
+    @property
+    def pii(self) -> dict[str, str]:
+        return {value: key for place in self.places.values() for value, key in place.pii.items()}
 
     def token(self, role: Role | str, **scope) -> str:
         return issue_token(self.secret, role=role, **scope)
@@ -76,6 +81,7 @@ async def seed_place(s: Seeded, place: Place, n: int) -> None:
         "origin_kind": "international", "origin_country": "GB", "arrival_date": today.isoformat(),
         "port_of_entry": code[:4] + "00", "transport": {"kind": "flight", "number": f"CZ{n}04"}}))
     place.ids["person_id"] = returnee
+    place.pii |= {people[0][f]: returnee for f in ("id_number", "phone", "address")}
 
     checkpoint = await _ok(await c.post("/registry/checkpoints", headers=commander, json={
         "name": f"{tag}卡口", "region_code": code, "kind": "road"}))
@@ -119,6 +125,7 @@ async def seed_place(s: Seeded, place: Place, n: int) -> None:
         "person": people[1], "source_person_id": returnee, "exposure_at": datetime.now(UTC).isoformat(),
         "setting": "household", "reported_by": f"{tag}流调组"}))
     place.persons = [returnee, contact["person_id"]]
+    place.pii |= {people[1][f]: contact["person_id"] for f in ("id_number", "phone", "address")}
     place.markers |= set(place.persons)
 
     unit = f"unit-{code}"

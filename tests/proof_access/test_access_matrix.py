@@ -16,6 +16,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from fangkong_common import clock
+from fangkong_common.audit import PII_ROLES
 from fangkong_common.auth import Role
 from tests.proof_access.platform import A, B, C, P, Seeded, seeded_platform
 from tests.test_tokens_everywhere import OPEN, routes
@@ -39,6 +40,7 @@ class Cell:
     status: int
     own: int = 0
     leaked: list[str] = field(default_factory=list)
+    pii: list[str] = field(default_factory=list)  # raw ID numbers, phones, addresses in the answer
 
 
 def principals(s: Seeded) -> list[tuple[str, Role, dict]]:
@@ -46,7 +48,7 @@ def principals(s: Seeded) -> list[tuple[str, Role, dict]]:
     for region in (A, B, P):
         place = s.places[region]
         for role in ROLES:
-            scope: dict = {"regions": [region]}
+            scope: dict = {"regions": [region], "sub": f"matrix-{role.value}-{region}"}
             if role is Role.grid_worker and region != P:
                 scope["grids"] = [place.grid]
             if role is Role.site_staff:
@@ -123,6 +125,7 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, proof) -> None:
                    "(filters and path ids pointed at the other district and another city); writes aimed at "
                    "the other district's records")
     async with seeded_platform(tmp_path) as s:
+        pii = set(s.pii)
         cells: list[Cell] = []
         odd: list[Cell] = []
         for name, app in s.platform.apps.items():
@@ -147,14 +150,27 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, proof) -> None:
                         if "xlsx" in url or "spreadsheet" in response.headers.get("content-type", ""):
                             text = _xlsx_text(response.content)
                         cell.own = len(markers_in(text, own))
+                        cell.pii = markers_in(text, pii)
                         if path not in PUBLIC_READS:
                             cell.leaked = markers_in(text, forbidden)
+        # Every unmasked answer to a role with the right is in the registry's audit: (actor, subject).
+        unmasked = {(f"matrix-{c.role}-{c.region}", s.pii[value]) for c in cells for value in c.pii}
+        audit = s.headers(Role.admin)
+        audited = set()
+        for actor in {a for a, _ in unmasked}:
+            rows = (await s.client.get("/registry/audit", params={"actor": actor, "limit": 1000},
+                                       headers=audit)).json()
+            audited |= {(row["actor"], row["subject"]) for row in rows}
         writes = await _cross_region_writes(s)
         # The records were there to leak: the city's commander sees both districts' people.
         city = await s.client.get("/registry/persons", headers=s.headers(Role.commander, regions=[P]))
         assert {s.places[A].persons[0], s.places[B].persons[0]} <= {p["id"] for p in city.json()["items"]}
 
     allowed = [c for c in cells if c.status == 200]
+    masked_roles = {r.value for r in Role} - {r.value for r in PII_ROLES}
+    shown_to_masked = [c for c in cells if c.pii and c.role in masked_roles]
+    outside_registry = [c for c in cells if c.pii and not c.path.startswith("/registry/")]
+    unaudited = unmasked - audited
     refused = [c for c in cells if c.status in REFUSED]
     leaks = [c for c in cells if c.leaked]
     grid_reads = [c for c in cells if c.role == "grid_worker" and c.region in (A, B)]
@@ -168,6 +184,10 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, proof) -> None:
                    f"own-region records seen in allowed cells {sum(c.own for c in allowed)}")
     proof.measured(f"grid workers of 440305/440306: {len(grid_reads)} cells, {grid_own} own records, "
                    f"{grid_leaked} of the other region")
+    proof.measured(f"raw ID numbers/phones/addresses: {sum(len(c.pii) for c in shown_to_masked)} shown to "
+                   f"roles without the right ({len([c for c in allowed if c.role in masked_roles])} allowed cells); "
+                   f"{len(unmasked)} (reader, person) unmasked reads by admin/commander/medical, {len(unaudited)} "
+                   f"missing from the audit; {len(outside_registry)} answers outside the registry carry PII")
     proof.measured(f"{len(writes)} cross-region write cells, {write_refused} refused, "
                    f"{len(write_bad)} accepted")
     print(f"\nmatrix: cells={len(cells)} allowed={len(allowed)} refused={len(refused)} "
@@ -176,6 +196,9 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, proof) -> None:
     assert not odd, [(c.role, c.region, c.path, c.variant, c.status) for c in odd][:20]
     assert not leaks, [(c.role, c.region, c.path, c.variant, c.leaked[:3]) for c in leaks][:20]
     assert grid_leaked == 0
+    assert not shown_to_masked, [(c.role, c.region, c.path, c.variant, c.pii[:2]) for c in shown_to_masked][:20]
+    assert not unaudited and len(unmasked) >= 20, (len(unmasked), sorted(unaudited)[:10])
+    assert not outside_registry, [(c.role, c.path, c.variant) for c in outside_registry][:10]
     assert not write_bad, write_bad[:20]
     # Not a vacuous matrix: many cells answered, and they carried the caller's own records.
     assert len(cells) > 1500 and len(allowed) > 400 and sum(c.own for c in allowed) > 500
