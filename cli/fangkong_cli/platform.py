@@ -86,6 +86,7 @@ def create_platform(
             for service_app in apps.values():
                 await stack.enter_async_context(service_app.router.lifespan_context(service_app))
             yield
+            await simulations.aclose()  # a what-if comparison in progress stops with the platform
             await drain(apps)
             buses = {id(a.state.bus): a.state.bus for a in apps.values() if isinstance(a.state.bus, MemoryBus)}
         # The shared in-process bus outlives each service's stop; it (and its journal) ends with the platform.
@@ -93,6 +94,10 @@ def create_platform(
             forget_memory_bus(bus.url)
 
     root = FastAPI(title="Fangkong", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # What-if comparisons for the command screen (issue 10): the platform's own routes, not a service's.
+    from fangkong_cli.simulate import whatif_api
+
+    simulations = whatif_api.mount(root, overrides)
 
     @root.get("/healthz")
     async def healthz() -> dict:

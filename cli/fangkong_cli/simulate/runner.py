@@ -50,9 +50,17 @@ class Options:
     prevalence: float = 3e-4         # mass-screening: share of people infected
     # Capacity levers (what-if runs of issue 10 change these; 1.0 = the scenario as written).
     levers: dict[str, float] = field(default_factory=dict)
+    # Absolute lever values (pool_ratio=20, supporting_cities=3): they replace the scenario's figure.
+    absolute: dict[str, int] = field(default_factory=dict)
 
     def lever(self, name: str, default: float = 1.0) -> float:
         return self.levers.get(name, default)
+
+    def count(self, name: str, base: int) -> int:
+        """A whole-number figure of the scenario (``base``) under the levers: set, or scaled."""
+        if name in self.absolute:
+            return self.absolute[name]
+        return max(0, round(base * self.levers.get(name, 1.0)))
 
 
 @dataclass
@@ -77,6 +85,9 @@ class Summary:
     events: int | None = None         # events the platform published to its bus during the run
     truth: GroundTruth | None = None
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per phase
+    # Peaks over the run (testing backlog, positives waiting for a bed) and the samples they come from.
+    peaks: dict[str, int] = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float | None:
@@ -102,6 +113,8 @@ class Sim:
         self.report_day: date | None = None
         self.timings: dict[str, float] = {}
         self.run_tag = "0000"
+        self.peaks: dict[str, int] = {"backlog_tubes": 0, "beds_short": 0}
+        self.samples: list[dict] = []
 
     def scaled(self, n: float, minimum: int = 1) -> int:
         return max(minimum, round(n * self.options.scale))
@@ -138,6 +151,19 @@ class Sim:
         task_id = self.progress.add_task(description, total=total)
         return lambda advance=1: self.progress.advance(task_id, advance)
 
+    def sample(self, **values: int) -> None:
+        """Record the state at this step (simulated time) and keep the peaks: what a commander lived
+        through during the run, not only how it ended."""
+        self.samples.append({"at": iso(self.now) if self.now else None, **values})
+        for name, value in values.items():
+            self.peaks[name] = max(self.peaks.get(name, 0), value)
+
+    async def beds_short(self) -> int:
+        """Positives the quarantine has not found a bed for (cases awaiting_bed), as it says now."""
+        cases = await self.api.call("quarantine", "GET", "/quarantine/cases",
+                                    params={"classified": "false", "limit": 1000})
+        return sum(1 for c in cases if c["status"] == "awaiting_bed")
+
     async def settle(self, what: str, check: Callable[[], Awaitable[bool]], timeout: float = 300) -> None:
         await wait_for(check, what=what, timeout=timeout)
 
@@ -151,8 +177,8 @@ def make_progress(enabled: bool) -> Progress | None:
 
 async def play(scenario: str, target: Target, *, seed: int = 1, scale: float = 1.0, people: int = 100_000,
                start: date | None = None, record: Path | None = None, progress: bool | Progress | None = True,
-               levers: dict[str, float] | None = None, prevalence: float | None = None,
-               until: datetime | None = None) -> Summary:
+               levers: dict[str, float] | None = None, absolute: dict[str, int] | None = None,
+               prevalence: float | None = None, until: datetime | None = None) -> Summary:
     """Play ``scenario`` against the platform at ``target`` and return what the command center sees."""
     from fangkong_cli.simulate import scenarios
 
@@ -160,7 +186,8 @@ async def play(scenario: str, target: Target, *, seed: int = 1, scale: float = 1
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     if not 0 < scale <= 100:
         raise ValueError("scale must be in (0, 100]")
-    options = Options(seed=seed, scale=scale, people=people, start=start, levers=dict(levers or {}), until=until)
+    options = Options(seed=seed, scale=scale, people=people, start=start, levers=dict(levers or {}),
+                      absolute=dict(absolute or {}), until=until)
     if prevalence is not None:
         options.prevalence = prevalence
     truth = GroundTruth(record)
@@ -243,6 +270,9 @@ async def collect(sim: Sim, scenario: str, region: str) -> Summary:
                        "classified": counts["classified"], "tubes": sim.tubes_collected,
                        "results": sim.results_posted, **sim.figures}
     summary.timings = {k: round(v, 2) for k, v in sim.timings.items()}
+    # The end state counts too (a run that ends before any sample still has its figures).
+    sim.sample(backlog_tubes=summary.backlog.get("pending_tubes", 0), beds_short=await sim.beds_short())
+    summary.peaks, summary.samples = dict(sim.peaks), list(sim.samples)
     return summary
 
 

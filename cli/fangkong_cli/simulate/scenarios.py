@@ -10,6 +10,7 @@ for a doctor to classify them.
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import date, datetime, timedelta
 
 from fangkong_cli.simulate import names
@@ -69,7 +70,7 @@ async def school_outbreak(sim: Sim) -> str:
         await world.quarantine_site(setup, f"sz-hotel-{i + 1:02d}", f"{names.OUTBREAK_COUNTIES[county]}隔离酒店{i + 1}号",
                                     "hotel", county, sim.scaled(500 * rooms))
     tick()
-    supporting = list(names.SUPPORTING_CITIES.items())[:max(0, round(7 * sim.options.lever("supporting_cities", 1)))]
+    supporting = list(names.SUPPORTING_CITIES.items())[:sim.options.count("supporting_cities", 7)]
     for code, name in supporting:
         await world.quarantine_site(setup, f"support-{code}", f"{name}支援隔离酒店", "hotel", code,
                                     sim.scaled(1300 * rooms), supporting=[city])
@@ -91,7 +92,7 @@ async def school_outbreak(sim: Sim) -> str:
     tick()
     lab_capacity = sim.scaled(3600 * sim.options.lever("labs"))
     # Campus screening pools (混采): 10-in-1 as the speeches' cities did; a what-if may try 5 or 20.
-    ratio = int(sim.options.lever("pool_ratio", 10))
+    ratio = sim.options.count("pool_ratio", 10)
     if ratio not in (1, 5, 10, 20):
         raise ValueError(f"pool ratio must be 1, 5, 10 or 20, not {ratio}")
     for k, (county, lat, lon) in enumerate([("440304", 22.54, 114.06), ("440305", 22.53, 113.93),
@@ -110,7 +111,7 @@ async def school_outbreak(sim: Sim) -> str:
     out_of_town = list(names.SUPPORTING_CITIES)
     made = {"contacts": 0}
 
-    def new_person(home: str) -> Person:
+    def new_person(home: str, rng: random.Random) -> Person:
         i = made["contacts"]
         made["contacts"] += 1
         region = home if rng.random() < 0.6 else rng.choice(counties)
@@ -137,7 +138,10 @@ async def school_outbreak(sim: Sim) -> str:
                                         sim.scaled(500 * beds), supporting=[city])
         uid, uname, *_ = UNIVERSITIES[d % 2]
         campus = [s for s in students[uid] if s.positive_at is None]
-        infected = rng.sample([s for s in campus if s.detectable_from is None],
+        # Who falls ill on campus each day, and (below) each case's contacts, come from their own seeded
+        # streams: a what-if that finds positives sooner or later plays the same outbreak, not another.
+        infected = random.Random(f"{sim.options.seed}:campus:{d}").sample(
+                              [s for s in campus if s.detectable_from is None],
                               min(targets[d], len([s for s in campus if s.detectable_from is None])))
         for person in infected:
             person.detectable_from = sim.now - DAY
@@ -168,9 +172,10 @@ async def school_outbreak(sim: Sim) -> str:
         for case in new:
             case.traced = True
             traced_positives.append(case)
+            rng = random.Random(f"{sim.options.seed}:case:{case.id_number}")
             n_close = rng.randint(7, 13) if case.contact_degree is None else rng.randint(0, 2)
             for _ in range(n_close):
-                contact = new_person(case.region_code)
+                contact = new_person(case.region_code, rng)
                 contact.exposure_at = sim.now - timedelta(hours=rng.randint(12, 72))
                 if rng.random() < 0.04:
                     contact.detectable_from = contact.exposure_at + 3 * DAY
@@ -184,8 +189,9 @@ async def school_outbreak(sim: Sim) -> str:
         for contact, case, _setting in firsts:
             if case.contact_degree is not None:
                 continue
+            rng = random.Random(f"{sim.options.seed}:contact:{contact.id_number}")
             for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 3])):
-                other = new_person(contact.region_code)
+                other = new_person(contact.region_code, rng)
                 other.exposure_at = min(sim.now - timedelta(hours=1),
                                         contact.exposure_at + timedelta(hours=rng.randint(1, 24)))
                 seconds.append((other, contact, rng.choice(["household", "workplace", "community"])))
@@ -196,7 +202,7 @@ async def school_outbreak(sim: Sim) -> str:
         # 22:30 the medical institutions classify what they can (some positives keep waiting).
         await sim.at(at_hour(day, 22.5))
         async with sim.timed("classify"):
-            await world.classify(sim.now, sim.scaled((20 + 6 * d) * sim.options.lever("doctors")), rng)
+            await world.classify(sim.now, sim.scaled((20 + 6 * d) * sim.options.lever("doctors")))
         days_bar()
     sim.figures.update(students=sum(len(v) for v in students.values()), labs_tubes_per_day=lab_capacity,
                        backlog_left=len(world.queue))
@@ -242,16 +248,18 @@ async def spring_festival(sim: Sim) -> str:
     city, counties = names.HOME_CITY, list(names.HOME_COUNTIES)
     sim.region = city
     tick = sim.task("准备 (sites and labs)", 3)
-    await world.quarantine_site(setup, "zz-port-1", "新郑国际机场口岸隔离酒店", "port", names.HOME_PORT, sim.scaled(400))
+    rooms, beds = sim.options.lever("rooms"), sim.options.lever("beds")
+    await world.quarantine_site(setup, "zz-port-1", "新郑国际机场口岸隔离酒店", "port", names.HOME_PORT,
+                                sim.scaled(400 * rooms))
     for i, county in enumerate(counties[:5]):
         await world.quarantine_site(setup, f"zz-hotel-{i + 1}", f"{names.HOME_COUNTIES[county]}市级隔离酒店", "hotel",
-                                    county, sim.scaled(150))
+                                    county, sim.scaled(150 * rooms))
     await world.quarantine_site(setup, "zz-hospital-6", "郑州市第六人民医院（定点医院）", "hospital", "410105",
-                                sim.scaled(60))
+                                sim.scaled(60 * beds))
     tick()
     site = await world.testing_site(setup, "返乡人员核酸采样点", "410105", 34.76, 113.68, sim.scaled(300), ratio=1)
     tick()
-    await world.lab(setup, "郑州市疾控中心实验室", "410105", 34.77, 113.70, sim.scaled(2000))
+    await world.lab(setup, "郑州市疾控中心实验室", "410105", 34.77, 113.70, sim.scaled(2000 * sim.options.lever("labs")))
     lab_capacity = sum(lab.tubes_per_day for lab in world.labs)
     tick()
     total = sim.scaled(3000, minimum=30)
@@ -346,7 +354,7 @@ async def spring_festival(sim: Sim) -> str:
         await sim.at(at_hour(day, 21))
         await world.run_labs(sim.now, lab_capacity)
         await sim.at(at_hour(day, 22))
-        await world.classify(sim.now, sim.scaled(10), rng)
+        await world.classify(sim.now, sim.scaled(10 * sim.options.lever("doctors")))
         bar()
     sim.figures["returnees"] = len(returnees)
     sim.report_day = (start + (days - 1) * DAY).date()
@@ -383,7 +391,7 @@ async def mass_screening(sim: Sim) -> str:
     n_labs = max(1, people // 250_000)
     tick = sim.task("准备 (sites and labs)", n_sites + n_labs + 1)
     await world.quarantine_site(setup, "wh-hospital-jyt", "武汉市金银潭医院（定点医院）", "hospital", "420112",
-                                max(10, people // 2000))
+                                max(1, round(max(10, people // 2000) * sim.options.lever("beds"))))
     tick()
     site_ids = []
     for k in range(n_sites):
@@ -393,14 +401,17 @@ async def mass_screening(sim: Sim) -> str:
                                                  swabs_per_hour=max(10, people // n_sites // 12)))
         tick()
     # Labs sized to test the round's tubes within about a day.
-    per_lab = max(100, round(people / 10 / n_labs * 1.1))
+    per_lab = max(1, round(max(100, round(people / 10 / n_labs * 1.1)) * sim.options.lever("labs")))
     for k in range(n_labs):
         await world.lab(setup, f"武汉市第{k + 1}检测实验室", counties[k % len(counties)], 30.55, 114.3 + k * 0.01, per_lab)
         tick()
     ids = IdFactory(counties, first_birth=date(1940, 1, 1), days=80 * 365, salt=sim.options.seed)
-    # 08:00–20:00: everyone swabbed once, 10 to a tube, hour by hour.
+    # 08:00–20:00: everyone swabbed once, 10 to a tube (a what-if may pool 5 or 20), hour by hour.
+    ratio = sim.options.count("pool_ratio", 10)
+    if ratio not in (1, 5, 10, 20):
+        raise ValueError(f"pool ratio must be 1, 5, 10 or 20, not {ratio}")
     hours = 12
-    per_hour = -(-people // (hours * 10)) * 10  # whole pools each hour
+    per_hour = -(-people // (hours * ratio)) * ratio  # whole pools each hour
     prevalence = sim.options.prevalence
     bar = sim.task("全员核酸 (people swabbed)", people)
     day = start
@@ -414,7 +425,7 @@ async def mass_screening(sim: Sim) -> str:
         end = min(people, index + per_hour)
         while index < end:
             members = []
-            for i in range(index, min(end, index + 10)):
+            for i in range(index, min(end, index + ratio)):
                 person = Person(ids(i), "", counties[i % len(counties)])
                 if rng.random() < prevalence:
                     person.detectable_from = sim.now - 3 * DAY
@@ -424,7 +435,7 @@ async def mass_screening(sim: Sim) -> str:
                                   region_code=person.region_code, source="community")
                 members.append(person)
             index += len(members)
-            tubes.append(Tube(world.next_barcode("MS"), site_ids[(index // 10) % len(site_ids)],
+            tubes.append(Tube(world.next_barcode("MS"), site_ids[(index // ratio) % len(site_ids)],
                               smallest_ratio(len(members)), members, sim.now, 2, [p.id_number for p in members]))
         async with sim.timed("swab"):
             await world.swab(tubes, sim.now, round_=f"全员核酸-{day.date().isoformat()}")

@@ -10,6 +10,7 @@ the ground truth.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -186,6 +187,7 @@ class World:
                            members=[p.id_number if p else "?" for p in tube.members],
                            **({"retest_of": tube.source_pool} if tube.source_pool else {}))
         self.sim.tubes_collected += len(tubes)
+        self.sim.sample(backlog_tubes=len(self.queue))  # the backlog peaks right after a swab
 
     async def pending_orders(self, reason: str) -> list[dict]:
         return await self.api.call("testing", "GET", "/testing/orders",
@@ -305,6 +307,8 @@ class World:
             await wait_for(retests_ordered, what=f"{expected} retest orders of {len(pools)} positive pools")
         if positives:
             await self.await_cases(positives)
+            # Beds run short as positives come in: the peak of those waiting is right after a lab run.
+            self.sim.sample(backlog_tubes=len(self.queue), beds_short=await self.sim.beds_short())
         return pools, positives
 
     async def await_cases(self, people: Sequence[Person]) -> None:
@@ -348,7 +352,7 @@ class World:
 
         await wait_for(check, what=f"{expected} quarantine orders")
 
-    async def classify(self, at: datetime, capacity: int, rng) -> int:
+    async def classify(self, at: datetime, capacity: int) -> int:
         """The medical institutions classify up to ``capacity`` admitted positives, oldest first."""
         if capacity <= 0:
             return 0
@@ -356,8 +360,13 @@ class World:
                                       params={"classified": "false", "limit": 1000})
         admitted = {c["person_key"] for c in waiting if c.get("treating_region_code")}
         chosen = [p for p in self.positives if not p.classified and p.key in admitted][:capacity]
-        verdicts = [("confirmed" if rng.random() < 0.35 else "asymptomatic",
-                     rng.choice(["mild", "mild", "moderate", "severe"])) for _ in chosen]
+        # Each person's verdict from their own stream: how many are classified today (a what-if lever)
+        # must not change who is infected tomorrow.
+        verdicts = []
+        for person in chosen:
+            own = random.Random(f"{self.sim.options.seed}:verdict:{person.id_number}")
+            verdicts.append(("confirmed" if own.random() < 0.35 else "asymptomatic",
+                             own.choice(["mild", "mild", "moderate", "severe"])))
 
         async def one(person: Person, verdict: tuple[str, str]) -> None:
             body = {"classification": verdict[0]}
