@@ -207,7 +207,7 @@ async def daily_report(request: Request, session: DbSession, principal: Reader, 
             responses={200: {"content": {"text/csv": {}, XLSX: {}}, "description": "CSV (UTF-8 with BOM) or XLSX"}})
 async def export(request: Request, session: DbSession, principal: Reader,
                  table: Literal["kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units",
-                                "rectifications", "unit_reports"],
+                                "rectifications", "unit_reports", "outcomes"],
                  format: Literal["csv", "xlsx"] = "csv", region_code: RegionQ = None, date: DateQ = None,
                  lang: LangQ = "zh") -> Response:
     region = scope(principal, region_code)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard import queries, service
+from dashboard import outcomes, queries, service
 from dashboard.domain.rules import CHINA_TZ, METRICS, neutralise
 from fangkong_common import clock
 
@@ -46,6 +46,23 @@ TEXT = {
     "rectifications": ("整改台账", "Rectifications"),
     "open": ("未完成", "Open"),
     "overdue": ("已逾期", "Overdue"),
+    "outcomes": ("四早时效（当日完成的环节；等待数截至当日末）", "Four earlies: intervals finished this day (waiting as of its end)"),
+    "interval": ("环节", "Interval"),
+    "count": ("完成数", "Done"),
+    "median_h": ("中位数（小时）", "Median (h)"),
+    "p90_h": ("P90（小时）", "P90 (h)"),
+    "max_h": ("最长（小时）", "Max (h)"),
+    "notes": ("其他", "Other"),
+    "result_to_bed": ("阳性结果 → 入院床位", "Positive result → hospital bed"),
+    "case_to_contacts_ordered": ("阳性 → 密接落实隔离", "Positive → contacts under order"),
+    "collection_to_result": ("采样 → 出结果", "Swab → result"),
+    "positive_to_classified": ("阳性 → 分类", "Positive → classified"),
+    "registered_to_first_test": ("返回登记 → 首次核酸", "Returnee registered → first test"),
+    "waiting": ("等待", "waiting"),
+    "longest_wait": ("最久待床", "longest wait"),
+    "unclassified": ("未分类", "unclassified"),
+    "oldest_unclassified": ("最久未分类", "oldest unclassified"),
+    "within": ("小时内", "h or less"),
 }
 
 
@@ -72,6 +89,8 @@ async def daily(session: AsyncSession, region_code: str | None, day: date, lang:
         "missing_units": units["missing"],
         "rectifications": {"open": sum(1 for r in rect if r["status"] != "done"),
                            "overdue": sum(1 for r in rect if r["overdue"])},
+        "outcomes": {k: v for k, v in (await outcomes.outcomes(session, region_code, day, day)).items()
+                     if k in ("as_of", "intervals")},
     }
 
 
@@ -101,7 +120,36 @@ def report_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                    [[u["registered"], u["reported_on_time"], u["zero_reports"], u["missing"], u["late"]]]))
     r = report["rectifications"]
     tables.append((t("rectifications", lang), [t("open", lang), t("overdue", lang)], [[r["open"], r["overdue"]]]))
+    if "outcomes" in report:
+        tables.append((t("outcomes", lang), [t(k, lang) for k in ("interval", "count", "median_h", "p90_h", "max_h",
+                                                                   "notes")],
+                       outcome_rows(report["outcomes"]["intervals"], lang)))
     return tables
+
+
+def hours(seconds: float | None) -> float | str:
+    return "—" if seconds is None else round(seconds / 3600, 2)
+
+
+def outcome_rows(intervals: dict, lang: str) -> list[list]:
+    """The 四早 intervals as report rows: one per interval, one per returnee category."""
+    def within(x: dict, h: int) -> str:
+        return f"≤{h}{t('within', lang)} {pct(x[f'share_within_{h}h'])}"
+
+    notes = {
+        "result_to_bed": lambda x: f"{t('waiting', lang)} {x['waiting']}, {t('longest_wait', lang)} "
+                                   f"{hours(x['longest_wait_seconds'])}",
+        "case_to_contacts_ordered": lambda x: f"{within(x, 24)}, {t('waiting', lang)} {x['waiting']}",
+        "collection_to_result": lambda x: f"{within(x, 12)}, {within(x, 24)}, {t('waiting', lang)} {x['waiting']}",
+        "positive_to_classified": lambda x: f"{t('unclassified', lang)} {x['unclassified']}, "
+                                            f"{t('oldest_unclassified', lang)} {hours(x['oldest_unclassified_seconds'])}",
+    }
+    rows = [[t(k, lang), intervals[k]["count"], hours(intervals[k]["median_seconds"]), hours(intervals[k]["p90_seconds"]),
+             hours(intervals[k]["max_seconds"]), note(intervals[k])] for k, note in notes.items()]
+    for category, x in intervals["registered_to_first_test"]["by_category"].items():
+        rows.append([f"{t('registered_to_first_test', lang)} · {category}", x["count"], hours(x["median_seconds"]),
+                     hours(x["p90_seconds"]), hours(x["max_seconds"]), f"{t('waiting', lang)} {x['waiting']}"])
+    return rows
 
 
 def to_xlsx(report: dict) -> bytes:
@@ -221,7 +269,7 @@ def table_to_xlsx(title: str, header: list[str], rows: list[list]) -> bytes:
 
 
 EXPORT_TABLES = ("kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units", "rectifications",
-                 "unit_reports")
+                 "unit_reports", "outcomes")
 
 
 async def export_table(session: AsyncSession, name: str, region_code: str | None, day: date, lang: str,
@@ -267,8 +315,26 @@ async def export_table(session: AsyncSession, name: str, region_code: str | None
                 [[r["unit_id"], r["date"], r["region_code"], r["zero"], r["late"],
                   ";".join(f"{k}={v}" for k, v in r["figures"].items()), r["note"] or "", r["submitted_at"]]
                  for r in rows])
+    if name == "outcomes":  # the screen's 四早 panel: 14 days up to the date, seconds
+        out = await outcomes.outcomes(session, region_code, day - timedelta(days=13), day)
+        header = ["interval", "category", "count", "median_seconds", "p90_seconds", "max_seconds", "waiting",
+                  "longest_wait_seconds", "share_within_12h", "share_within_24h", "as_of"]
+        rows = []
+        for kind, x in out["intervals"].items():
+            for category, y in (x["by_category"].items() if "by_category" in x else [("", x)]):
+                waiting = y.get("waiting", y.get("unclassified"))
+                longest = y.get("longest_wait_seconds", y.get("oldest_unclassified_seconds"))
+                rows.append([kind, category, *[_blank(y.get(h)) for h in ("count", "median_seconds", "p90_seconds",
+                                                                          "max_seconds")],
+                             _blank(waiting), _blank(longest), _blank(y.get("share_within_12h")),
+                             _blank(y.get("share_within_24h")), out["as_of"]])
+        return header, rows
     if name == "rectifications":
         rows = await service.list_rectifications(session, region_code, None, None)
         header = ["id", "region_code", "unit_name", "finding", "owner", "deadline", "status", "overdue", "note"]
         return header, [[r[h] if r[h] is not None else "" for h in header] for r in rows]
     raise KeyError(name)
+
+
+def _blank(value):
+    return "" if value is None else value

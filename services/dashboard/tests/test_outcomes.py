@@ -220,3 +220,44 @@ def test_nearest_rank_percentiles(n: int, median: int, p90: int) -> None:
     random.Random(n).shuffle(values)
     got = outcomes.summary(values)
     assert (got["count"], got["median_seconds"], got["p90_seconds"], got["max_seconds"]) == (n, median, p90, n)
+
+
+async def test_the_daily_report_and_export_carry_the_intervals(tmp_path) -> None:
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'report.db'}", bus_url=f"memory://outcomes-{uuid.uuid4().hex}"))
+    async with running(app) as h:
+        batch = events()
+        await h.bus.publish(batch)
+        await applied(h, batch)
+        headers = h.headers(Role.commander, regions=["440300"])
+        # The 21st (Beijing): P1's bed 2 h after the result, tubes B2 (20 h) and B3 (30 h), contact C1 (1 h).
+        params = {"region_code": "440300", "date": "2026-11-21"}
+        report = (await h.client.get("/dashboard/reports/daily", params=params, headers=headers)).json()
+        day = report["outcomes"]["intervals"]
+        assert (day["result_to_bed"]["count"], day["result_to_bed"]["max_seconds"]) == (1, 2 * H)
+        assert (day["collection_to_result"]["count"], day["collection_to_result"]["median_seconds"]) == (2, 20 * H)
+        assert day["case_to_contacts_ordered"]["count"] == 1 and day["positive_to_classified"]["count"] == 0
+        xlsx = await h.client.get("/dashboard/reports/daily", params=params | {"format": "xlsx"}, headers=headers)
+        assert xlsx.status_code == 200
+        rows = [list(r) for r in load_workbook(io.BytesIO(xlsx.content)).active.iter_rows(values_only=True)]
+        [bed] = [r for r in rows if r[0] == "阳性结果 → 入院床位"]
+        assert bed[1:5] == [1, 2.0, 2.0, 2.0] and "等待 1" in bed[5]
+        assert any(r[0] and str(r[0]).startswith("四早时效") for r in rows)
+        english = await h.client.get("/dashboard/reports/daily", params=params | {"format": "xlsx", "lang": "en"},
+                                     headers=headers)
+        rows = [list(r) for r in load_workbook(io.BytesIO(english.content)).active.iter_rows(values_only=True)]
+        assert any(r[0] == "Positive result → hospital bed" for r in rows)
+        pdf = await h.client.get("/dashboard/reports/daily", params=params | {"format": "pdf"}, headers=headers)
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+        export = await h.client.get("/dashboard/exports/outcomes", params=params, headers=headers)
+        assert export.status_code == 200
+        table = list(csv.DictReader(io.StringIO(export.content.decode("utf-8-sig"))))
+        bed = next(r for r in table if r["interval"] == "result_to_bed")
+        # 14 days up to the 21st: P3 (0 s, the 20th) and P1 (2 h); P2 still waiting at the 21st's end.
+        assert (bed["count"], bed["median_seconds"], bed["max_seconds"], bed["waiting"]) == ("2", "0.0", "7200.0", "1")
+        assert {r["category"] for r in table if r["interval"] == "registered_to_first_test"} == {
+            "domestic_other", "inbound_international"}
