@@ -12,12 +12,13 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from fastapi import FastAPI, Request
 from sqlalchemy import delete, func, select
 
-from dashboard.models import Change, Fact
+from dashboard.domain.rules import CHINA_TZ
+from dashboard.models import Change, Fact, Moment
 from fangkong_common.auth import Principal, within_region
 
 log = logging.getLogger("fangkong.dashboard.stream")
@@ -97,6 +98,10 @@ async def purge(app: FastAPI, now: datetime | None = None, facts_before: date | 
                 return
             facts_before = newest - timedelta(days=settings.fact_retention_days)
         await session.execute(delete(Fact).where(Fact.day < facts_before))
+        # Swabs kept for "returnee registered → first test" go with the facts (a swab is one per
+        # tube member: the bulk of the outcome moments); measured intervals keep their ends.
+        await session.execute(delete(Moment).where(Moment.kind == "swab", Moment.at < datetime.combine(
+            facts_before, time(0), CHINA_TZ)))
 
 
 async def purge_job(app: FastAPI) -> None:

@@ -261,3 +261,26 @@ async def test_the_daily_report_and_export_carry_the_intervals(tmp_path) -> None
         assert (bed["count"], bed["median_seconds"], bed["max_seconds"], bed["waiting"]) == ("2", "0.0", "7200.0", "1")
         assert {r["category"] for r in table if r["interval"] == "registered_to_first_test"} == {
             "domestic_other", "inbound_international"}
+
+
+async def test_a_purged_swab_does_not_move_a_measured_first_test(tmp_path) -> None:
+    """Swabs go with the person facts after their retention; a later swab must not then pass for the first."""
+    from dashboard import stream
+
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'purge.db'}",
+                              bus_url=f"memory://outcomes-{uuid.uuid4().hex}"))
+    async with running(app) as h:
+        first = [returned(R1, "domestic_other", 0), collected("P-1", [R1], 5)]
+        await h.bus.publish(first)
+        await applied(h, first)
+        await stream.purge(app, facts_before=DAY + timedelta(days=30))
+        async with h.session() as session:
+            from dashboard.models import Moment
+            assert not (await session.scalars(select(Moment).where(Moment.kind == "swab"))).all()
+        later = [collected("P-2", [R1], 24 * 20)]
+        await h.bus.publish(later)
+        await applied(h, later)
+        async with h.session() as session:
+            out = await outcomes.outcomes(session, "440300", DAY, DAY + timedelta(days=30), now=NOW + timedelta(days=40))
+        by_category = out["intervals"]["registered_to_first_test"]["by_category"]
+        assert by_category["domestic_other"]["count"] == 1 and by_category["domestic_other"]["max_seconds"] == 5 * H

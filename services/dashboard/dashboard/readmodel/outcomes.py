@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import and_, case, or_, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.domain.rules import TREATMENT_SITES, local_day
@@ -194,9 +194,16 @@ class Outcomes:
         rows = self.intervals()
         if rows:
             stmt = dialect_insert(s, Interval)
+            table = Interval.__table__
+            # An end only ever moves earlier (moments are only added, so a recomputed end never lies
+            # later) — except after swabs past their retention were purged: the stored end then stays.
+            keep = and_(table.c.end_at.is_not(None),
+                        or_(stmt.excluded.end_at.is_(None), table.c.end_at < stmt.excluded.end_at))
             stmt = stmt.on_conflict_do_update(
                 index_elements=["kind", "subject"],
-                set_={c: stmt.excluded[c] for c in ("region_code", "category", "start_at", "end_at", "end_day")})
+                set_={**{c: stmt.excluded[c] for c in ("region_code", "category", "start_at")},
+                      "end_at": case((keep, table.c.end_at), else_=stmt.excluded.end_at),
+                      "end_day": case((keep, table.c.end_day), else_=stmt.excluded.end_day)})
             await _chunks(s, stmt, rows)
 
 
