@@ -208,7 +208,8 @@ async def import_returnees(principal: Writer, session: DbSession, registry: Regi
         pending.clear()
 
     try:
-        for row, record in imports.read_rows(file.file, file.filename or "", max_rows=settings.import_max_rows):
+        for row, record in imports.read_rows(file.file, file.filename or "", max_rows=settings.import_max_rows,
+                                             max_unpacked_bytes=settings.import_max_unpacked_bytes):
             report.rows += 1
             error = imports.check_row(registry, principal, row, record)
             if isinstance(error, list):

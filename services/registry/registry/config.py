@@ -13,3 +13,5 @@ class Settings(CommonSettings):
     import_max_rows: int = 500_000
     # A bulk import file larger than this is refused (422 naming the file).
     import_max_bytes: int = 200 * 1024 * 1024
+    # An XLSX whose parts unpack to more than this (or over 100:1) is refused unread (a zip bomb).
+    import_max_unpacked_bytes: int = 1024 * 1024 * 1024
