@@ -87,6 +87,25 @@ class BusUnavailable(ConnectionError):
     """The broker cannot be reached now; try again later."""
 
 
+# SQLSTATEs of a database that is away or restarting, not of a bad statement: connection
+# exceptions (08xxx), shutting down or starting up (57P01-57P03), too many connections.
+# asyncpg's "the database system is shutting down / starting up" arrives as a plain DBAPIError
+# (not OperationalError), so only its code says it is transient.
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of the database error in ``exc`` (wrapped by SQLAlchemy or not), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for errors that say the infrastructure is down, not that the event is bad."""
     if isinstance(exc, PermanentError):
@@ -101,7 +120,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
-    return isinstance(exc, sa_exc.DisconnectionError)
+    if isinstance(exc, sa_exc.DisconnectionError):
+        return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith(_TRANSIENT_SQLSTATES)
 
 
 @dataclass
