@@ -29,12 +29,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, or_, text
+from sqlalchemy import and_, case, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.domain.rules import TREATMENT_SITES, local_day
 from dashboard.models import ContactLink, Interval, Moment
-from dashboard.readmodel.store import WRITE_CHUNK, load
+from dashboard.readmodel.store import IN_CHUNK, WRITE_CHUNK, load
 from fangkong_common.db import dialect_insert
 from fangkong_common.events import schemas as ev
 from fangkong_common.events.envelope import Envelope
@@ -67,7 +67,8 @@ class Outcomes:
         self.new_links: set[tuple[str, str]] = set()
         self.persons: set[str] = set()      # positive / bed / classified / ordered: person intervals, links
         self.barcodes: set[str] = set()
-        self.returnees: set[str] = set()    # returned or swabbed: returnee intervals
+        self.returnees: set[str] = set()    # registered (person.returned) in this batch
+        self.swabbed: set[str] = set()      # tube members: returnee intervals if they are returnees
 
     def moment(self, subject: str, kind: str, at: datetime, region: str | None = None, extra: str | None = None) -> None:
         at = at.astimezone(UTC)
@@ -90,7 +91,7 @@ class Outcomes:
                 self.barcodes.add(p.barcode)
                 for member in set(p.member_keys):
                     self.moment(member, "swab", at)
-                    self.returnees.add(member)
+                    self.swabbed.add(member)
             elif isinstance(p, ev.QuarantineAdmitted):
                 if p.site_kind.value in TREATMENT_SITES:
                     self.moment(p.person_key, "bed", at, p.origin_region_code)
@@ -122,6 +123,15 @@ class Outcomes:
         people = self.persons | {c for c, _ in self.new_links} | {x for _, x in self.new_links}
         for row in (await load(s, ContactLink, "case_key", people) + await load(s, ContactLink, "contact_key", people)):
             self.links.add((row["case_key"], row["contact_key"]))
+        # Of the people swabbed (ten a tube in mass testing) only returnees have an interval to recompute:
+        # one narrow look for their registrations, then everything of those few.
+        swabbed = self.swabbed - self.returnees
+        if swabbed:
+            query = select(Moment.subject).where(Moment.kind == "returned")
+            ordered = sorted(swabbed)
+            for start in range(0, len(ordered), IN_CHUNK):
+                chunk = ordered[start:start + IN_CHUNK]
+                self.returnees.update((await s.scalars(query.where(Moment.subject.in_(chunk)))).all())
         subjects = people | {c for c, _ in self.links} | {x for _, x in self.links} | self.barcodes | self.returnees
         for row in await load(s, Moment, "subject", subjects):
             at = _aware(row["at"]).astimezone(UTC)
