@@ -6,7 +6,9 @@ from fastapi import FastAPI
 
 from fangkong_common import clock
 from fangkong_common.app import create_service_app
+from fangkong_common.retention import retention_job
 from quarantine import api, consumers, service
+from quarantine.service import retention
 from quarantine.config import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings or Settings(),
         api_router=api.router,
         consumers=consumers.CONSUMERS,
-        background=[daily_scheduler],
+        # Closed transfers past FANGKONG_RETENTION_DAYS lose addresses and escort, hourly by default.
+        background=[daily_scheduler, retention_job(retention.scrub)],
         migrations=MIGRATIONS,
     )

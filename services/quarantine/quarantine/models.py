@@ -167,6 +167,8 @@ class Transfer(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     requested_by: Mapped[str] = mapped_column(String(200))
+    # Set when retention erased the addresses and escort of a closed transfer (service.retention).
+    pii_erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_transfers_person_key", "person_key"), Index("ix_transfers_status", "status"))
 

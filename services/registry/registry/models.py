@@ -51,6 +51,8 @@ class Person(Base):
     registered_via: Mapped[str] = mapped_column(String(20), default="api")  # api, import, checkpoint, contact
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set when retention erased the personal data of a closed record (registry.service.retention).
+    pii_erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         Index("ix_persons_region_grid", "region_code", "grid"),

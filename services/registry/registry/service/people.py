@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from fastapi import HTTPException, Request
-from sqlalchemy import and_, func, insert, or_, select, tuple_
+from sqlalchemy import and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.audit import may_see_pii, record_pii_read
@@ -19,6 +19,7 @@ from fangkong_common.pii import mask_id_number, mask_phone
 from registry import schemas
 from registry.domain.idcard import IdNumberError, parse_resident_id
 from registry.models import Case, ContactLink, Person, PersonChange, PossibleDuplicate
+from registry.service.retention import refill
 from registry.service.base import (
     PII_FIELDS,
     RegistryBase,
@@ -56,6 +57,9 @@ class People(RegistryBase):
         key = self.key_of(data.id_type, number)
         existing = await session.get(Person, key)
         if existing is not None:
+            if existing.pii_erased_at is not None:  # closed and erased by retention; back under management
+                refill(existing, id_number=number, name=data.name, phone=data.phone, address=data.address,
+                       birth_date=birth_date, sex=sex)
             if any_region:
                 return existing, False
             try:
@@ -81,16 +85,25 @@ class People(RegistryBase):
         for data in people:
             number, birth_date, sex = self.check_identity(data)
             checked.append((self.key_of(data.id_type, number), number, birth_date, sex, data))
-        existing = {key: (region, grid) for key, region, grid in (await session.execute(
-            select(Person.person_key, Person.region_code, Person.grid)
-            .where(Person.person_key.in_({c[0] for c in checked})))).all()}
+        found = (await session.execute(
+            select(Person.person_key, Person.region_code, Person.grid, Person.pii_erased_at)
+            .where(Person.person_key.in_({c[0] for c in checked})))).all()
+        existing = {key: (region, grid) for key, region, grid, _ in found}
+        erased = {key for key, _, _, erased_at in found if erased_at is not None}
         new: dict[str, dict] = {}
+        refilled: dict[str, dict] = {}
         now = utcnow()
         for key, number, birth_date, sex, data in checked:
+            if key in erased and key not in refilled:  # closed and erased by retention; back under management
+                refilled[key] = dict(person_key=key, id_number=number, name=data.name, phone=data.phone,
+                                     address=data.address, birth_date=birth_date, sex=sex, pii_erased_at=None,
+                                     updated_at=now)
             if key not in existing and key not in new:
                 new[key] = dict(person_key=key, id_type=data.id_type, id_number=number, name=data.name,
                                 phone=data.phone, region_code=data.region_code, grid=data.grid, address=data.address,
                                 birth_date=birth_date, sex=sex, registered_via=via, created_at=now, updated_at=now)
+        if refilled:
+            await session.execute(update(Person), list(refilled.values()))
         if new:
             await session.execute(insert(Person), list(new.values()))
             await self._note_possible_duplicates(session, [(r["person_key"], r["name"], r["birth_date"], r["phone"])
