@@ -228,3 +228,32 @@ def test_the_brief_opens_and_carries_the_table(compared: dict, tmp_path: Path) -
         assert "font" in pdf.text
     else:
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and len(pdf.content) > 5000
+
+
+def test_intervals_are_the_platforms_and_fewer_beds_wait_longer_for_one(compared: dict) -> None:
+    """The intervals come from each run's own platform (GET /dashboard/outcomes at the end of the
+    run); half the beds: the same positives, a longer wait for a bed; testing unchanged."""
+    from fangkong_cli.simulate.whatif import INTERVALS
+    from fangkong_cli.simulate.whatif_table import rows
+
+    baseline, fewer = compared["document"]["runs"]
+    for run in (baseline, fewer):
+        assert run["intervals"] is not None, run["intervals_note"]
+        assert set(INTERVALS) <= set(run["intervals"])
+    bed, bed_fewer = baseline["intervals"]["result_to_bed"], fewer["intervals"]["result_to_bed"]
+    # The same positives in both: each has a bed by now or is still waiting for one.
+    assert bed["count"] + bed["waiting"] == bed_fewer["count"] + bed_fewer["waiting"] > 0
+    assert bed_fewer["waiting"] >= bed["waiting"]
+    assert (bed_fewer["max_seconds"] or 0) >= (bed["max_seconds"] or 0)
+    assert (bed_fewer["p90_seconds"] or 0) >= (bed["p90_seconds"] or 0)
+    worse = [(bed_fewer[k] or 0) > (bed[k] or 0) for k in ("waiting", "max_seconds", "p90_seconds",
+                                                              "longest_wait_seconds")]
+    assert any(worse), (bed, bed_fewer)
+    # Beds change nothing of the testing: collection → result is the same, interval for interval.
+    assert fewer["intervals"]["collection_to_result"] == baseline["intervals"]["collection_to_result"]
+    # The table shows the endpoint's figures (hours, one decimal) and marks the longer wait worse.
+    table = {row.label: row.cells for row in rows(compared["document"], "en")}
+    longest = table["result → hospital bed max"]
+    assert longest[0].value == bed["max_seconds"] and longest[1].value == bed_fewer["max_seconds"]
+    if bed_fewer["max_seconds"] != bed["max_seconds"]:
+        assert longest[1].better is False and longest[1].delta.startswith("+")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from fangkong_cli.simulate import names
+from fangkong_cli.simulate.client import SimulationError, wait_for
 from fangkong_cli.simulate.idcard import IdFactory
 from fangkong_cli.simulate.runner import Sim
 from fangkong_cli.simulate.world import Person, Tube, World
@@ -30,8 +31,31 @@ def smallest_ratio(members: int) -> int:
     return next(r for r in (1, 5, 10, 20) if r >= members)
 
 
-async def settle_orders(world: World, reasons=("retest", "quarantine")) -> None:
-    """Test orders arrive from events: wait until their count stops moving (two quiet polls)."""
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite gives UTC without the zone
+
+
+async def settle_orders(world: World, reasons=("retest", "quarantine"), *, due: int = 0) -> None:
+    """Test orders arrive from events: wait for them before anyone is swabbed.
+
+    ``due``: the tests the daily job just said were due (its report). On a frozen clock each of their
+    orders is stamped with this very instant, so the wait is for those exactly — a busy machine must
+    not leave some of them to be swabbed a day late in one run and not in another (what-if runs
+    compare runs). Then, for anything else on its way, until the counts stop moving (two quiet polls)."""
+    sim = world.sim
+    if due and sim.clock_controlled and sim.now is not None:
+        stamp = sim.now
+
+        async def arrived() -> bool:
+            orders = await world.pending_orders("quarantine")
+            stamped = sum(1 for o in orders if _instant(o["created_at"]) == stamp)
+            return stamped >= due or len(orders) >= 10_000
+
+        try:
+            await wait_for(arrived, what=f"{due} quarantine test orders", timeout=30)
+        except SimulationError:
+            pass  # one test due twice the same day is one order: fewer can arrive; the quiet polls decide
     last = None
     for _ in range(40):
         counts = tuple([len(await world.pending_orders(r)) for r in reasons])
@@ -128,8 +152,8 @@ async def school_outbreak(sim: Sim) -> str:
         # 00:30 the quarantine's daily job: releases, stage moves, tests due, waiting positives to beds.
         await sim.at(at_hour(day, 0.5))
         async with sim.timed("scheduler"):
-            await world.scheduler(sim.now)
-            await settle_orders(world)
+            report = await world.scheduler(sim.now)
+            await settle_orders(world, due=report["tests_due"])
         # 08:00 a fangcang opens when beds run short; sampling: one campus screened (10-in-1), and every
         # person the platform asks a test of (quarantine tests, retests of yesterday's late pools).
         await sim.at(at_hour(day, 8))
@@ -276,8 +300,8 @@ async def spring_festival(sim: Sim) -> str:
     for d in range(days):
         day = start + d * DAY
         await sim.at(at_hour(day, 0.5))
-        await world.scheduler(sim.now)
-        await settle_orders(world)
+        report = await world.scheduler(sim.now)
+        await settle_orders(world, due=report["tests_due"])
         await sim.at(at_hour(day, 8))
         await world.swab_orders(sim.now, lambda _p, _o: site)
         if d == risk_day:
