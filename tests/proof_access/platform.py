@@ -173,9 +173,10 @@ async def finish_place(s: Seeded, place: Place) -> None:
 
 
 @contextlib.asynccontextmanager
-async def seeded_platform(tmp_path: Path, *, settings: dict | None = None) -> AsyncIterator[Seeded]:
+async def seeded_platform(tmp_path: Path, *, settings: dict | None = None,
+                          per_service: dict | None = None) -> AsyncIterator[Seeded]:
     platform = create_platform({"data_dir": tmp_path, "bus_url": f"memory://access-{uuid.uuid4().hex}",
-                                **(settings or {})})
+                                **(settings or {})}, per_service=per_service)
     secret = platform.apps["registry"].state.settings.jwt_secret.get_secret_value()
     async with platform.fallback.router.lifespan_context(platform.fallback):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=platform), base_url="http://p",

@@ -120,11 +120,12 @@ def markers_in(text: str, markers: set[str]) -> list[str]:
     return sorted(m for m in markers if m in text)
 
 
-async def test_role_endpoint_region_matrix(tmp_path: Path, proof) -> None:
+async def test_role_endpoint_region_matrix(tmp_path: Path, matrix_per_service: dict, proof) -> None:
+    per_service = matrix_per_service
     proof.injected("every GET of 4 services × 8 roles × tokens of districts 440305/440306 and city 440300 "
                    "(filters and path ids pointed at the other district and another city); writes aimed at "
-                   "the other district's records")
-    async with seeded_platform(tmp_path) as s:
+                   f"the other district's records ({'PostgreSQL' if per_service else 'SQLite'})")
+    async with seeded_platform(tmp_path, per_service=per_service) as s:
         pii = set(s.pii)
         cells: list[Cell] = []
         odd: list[Cell] = []

@@ -26,13 +26,16 @@ A, CITY = "440305", "440300"
 DAYS = 180
 
 
-async def test_closed_records_past_the_period_lose_pii_on_schedule_and_counts_stay(tmp_path: Path, proof) -> None:
+async def test_closed_records_past_the_period_lose_pii_on_schedule_and_counts_stay(tmp_path: Path, per_service: dict,
+                                                                                  proof) -> None:
     proof.injected(f"retention {DAYS} days, job every 0.2 s; people, a gathering, transfers, cases seeded at T0 "
-                   "and T0+120 d; quarantine released at T0+30 d; clock moved to T0+211 d")
+                   "and T0+120 d; quarantine released at T0+30 d; clock moved to T0+211 d "
+                   f"({'PostgreSQL' if per_service else 'SQLite'})")
     platform = create_platform({"data_dir": tmp_path, "bus_url": f"memory://ret-{uuid.uuid4().hex}",
                                 "retention_days": DAYS, "retention_interval_seconds": 0.2,
                                 # the quarantine daily job runs when the test says (it would re-plan mid-comparison)
-                                "scheduler_interval_seconds": 0, "forecast_interval_seconds": 0})
+                                "scheduler_interval_seconds": 0, "forecast_interval_seconds": 0},
+                               per_service=per_service)
     secret = platform.apps["registry"].state.settings.jwt_secret.get_secret_value()
 
     def h(role: Role, **scope) -> dict[str, str]:
