@@ -160,7 +160,7 @@ def rows(results: dict) -> list[dict]:
                                  ("d", "subscribe + inbox + batched upsert, all applied", "b"),
                                  ("e", "end to end, first outbox write to last applied", "a")):
             add("bus", f"Our bus: {label} ({f['events']:,} events)", "—", _n(f[f"{key}_per_s"], "/s"),
-                f"raw aiokafka {'produce' if base == 'a' else 'consume'} {_n(f[f'{base}_per_s'], '/s')}",
+                f"raw aiokafka {'produce' if base == 'a' else 'consume'} beside it {_n(f[f'{base}_per_s'], '/s')}",
                 _ratio(f[f"{key}_per_s"], f[f"{base}_per_s"]), None, False)
     return out
 
@@ -168,7 +168,8 @@ def rows(results: dict) -> list[dict]:
 def render(results: dict) -> str:
     env, sizes = results.get("environment", {}), results["sizes"]
     kind = "smoke run (scaled down: no figure below is at its goal's size)" if results["smoke"] else (
-        f"full run at a city of {sizes['people']:,} people")
+        f"run at a city of {sizes['people']:,} people"
+        + (" (the goals' size)" if sizes["people"] >= 10_000_000 else " (the goals are set for 10M)"))
     lines = [BEGIN, "", f"Run {results['started']} – {results['finished']} UTC: {kind}; "
                         f"`python -m bench {' '.join(results['argv'])}`.", ""]
     pk = env.get("packages", {})
