@@ -109,10 +109,9 @@ class Outcomes:
                     if link not in self.links:
                         self.links.add(link)
                         self.new_links.add(link)
-            elif isinstance(p, ev.PersonReturned):
-                if p.category is not ev.ReturneeCategory.local:
-                    self.moment(p.person_key, "returned", at, p.region_code, p.category.value)
-                    self.returnees.add(p.person_key)
+            elif isinstance(p, ev.PersonReturned) and p.category is not ev.ReturneeCategory.local:
+                self.moment(p.person_key, "returned", at, p.region_code, p.category.value)
+                self.returnees.add(p.person_key)
 
     async def load(self) -> None:
         s = self.session
@@ -175,11 +174,11 @@ class Outcomes:
                 continue
             add(RESULT_TO_BED, person, region, start, self.first(person, "bed", start - ADMISSION_BEFORE_RESULT))
             add(POSITIVE_TO_CLASSIFIED, person, region, start, self.first(person, "classified"))
-        for case, contact in sorted(self.links):
-            start, region = self.positive(case)
+        for index_case, contact in sorted(self.links):
+            start, region = self.positive(index_case)
             if start is None:
                 continue  # the case's positive has not arrived (yet): nothing to measure from
-            add(CASE_TO_CONTACTS, f"{case}>{contact}", region, start, self.first(contact, "ordered"))
+            add(CASE_TO_CONTACTS, f"{index_case}>{contact}", region, start, self.first(contact, "ordered"))
         for barcode in sorted(self.barcodes):
             start = self.first(barcode, "collected")
             if start is None:
