@@ -14,9 +14,9 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
 from fangkong_common.auth import Role
 from fangkong_common.identity import make_resident_id
+
 from tests.multiprocess import MultiProcessPlatform
 
 # Flows summed over the window; stocks read at its end.
@@ -242,3 +242,11 @@ async def read_topic(bootstrap: str, topic: str) -> list:
         return messages
     finally:
         await consumer.stop()
+
+
+async def dead_letter_counts(bootstrap: str, platform: MultiProcessPlatform) -> dict[str, int]:
+    """Messages on each ``<topic>.dlq`` of the platform's namespace (topics that have any)."""
+    from fangkong_common.events import topics
+
+    counts = {t: len(await read_topic(bootstrap, wire(platform, topics.dlq(t)))) for t in topics.ALL_TOPICS}
+    return {t: n for t, n in counts.items() if n}

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-
 from dashboard.consumers import CONSUMERS as DASHBOARD_CONSUMERS
 from fangkong_common.bus.kafka import KafkaBus
 from fangkong_common.events import schemas as ev
@@ -22,8 +21,17 @@ from fangkong_common.events.envelope import Envelope
 from quarantine.consumers import CONSUMERS as QUARANTINE_CONSUMERS
 from registry.consumers import CONSUMERS as REGISTRY_CONSUMERS
 from testing.consumers import CONSUMERS as TESTING_CONSUMERS
+
 from tests.faults.events import good_event, key_of, poison
-from tests.faults.helpers import (Load, group_lag, read_topic, total_lag, wait_for_counts, wait_lag_zero, wire)
+from tests.faults.helpers import (
+    Load,
+    group_lag,
+    read_topic,
+    total_lag,
+    wait_for_counts,
+    wait_lag_zero,
+    wire,
+)
 from tests.multiprocess import MultiProcessPlatform
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -115,7 +123,7 @@ async def test_a_poison_message_on_every_topic_is_dead_lettered_with_its_reason_
     good_ids = {str(e.id).encode() for e in goods.values()}
     for topic in topics.ALL_TOPICS:
         letters = await read_topic(bootstrap(platform), wire(platform, topics.dlq(topic)))
-        headers = [dict((k, v.decode(errors="replace")) for k, v in m.headers) for m in letters]
+        headers = [{k: v.decode(errors="replace") for k, v in m.headers} for m in letters]
         assert not [m for m in letters if any(i in m.value for i in good_ids)], f"a valid {topic} event dead-lettered"
         ours = [(m, h) for m, h in zip(letters, headers, strict=True) if m.value == poisons[topic]]
         assert {h["dlq.consumer_group"] for _, h in ours} == groups_of[topic], (topic, headers)
@@ -201,37 +209,47 @@ async def test_a_consumer_killed_mid_batch_and_restarted_loses_nothing_and_count
     load = Load(platform, region)
     await load.setup()
     proof.injected(f"{count} tubes and their results posted through the testing API; the dashboard process "
-                   "(consumer of every topic) killed with SIGKILL while it had a backlog, then started again")
+                   "(consumer of every topic) killed with SIGKILL while it had a backlog and a transaction open in its "
+                   "database (a batch half applied), then started again")
     bootstrap_ = bootstrap(platform)
     group, group_topics = wire(platform, DASHBOARD_GROUP), [wire(platform, t) for t in topics.ALL_TOPICS]
     lag_at_start = await total_lag(bootstrap_, group, group_topics)
     ingest = asyncio.create_task(load.ingest(count, batch=500, positive_every=400))
-    # Kill once the dashboard has committed some of the new events but not all: it is working.
+    # Kill while the dashboard holds a backlog and has a transaction open in its database:
+    # a batch is being applied, and its offsets are not committed.
     deadline = time.monotonic() + 60
     lag_at_kill = 0
+    database = await asyncpg.connect(dsn_of(platform, "dashboard"))
     try:
         while time.monotonic() < deadline:
             lag_at_kill = await total_lag(bootstrap_, group, group_topics)
-            if lag_at_kill > 300 and load.truth.collected:
+            open_transactions = await database.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND state <> 'idle'")
+            if lag_at_kill > 300 and open_transactions:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         else:
-            pytest.fail(f"the dashboard never had a backlog to be killed in (lag {lag_at_kill})")
+            pytest.fail(f"the dashboard never had a batch to be killed in (lag {lag_at_kill})")
         killed_at = time.monotonic()
         code = platform.services["dashboard"].stop(signal.SIGKILL)
+        await database.close()
         assert code == -signal.SIGKILL
         await ingest  # the writes go on while the consumer is dead
         await asyncio.to_thread(platform.restart, "dashboard")
     finally:
         if not ingest.done():
             ingest.cancel()
+        if not database.is_closed():
+            await database.close()
         await load.aclose()
     expected = load.truth.expected()
-    counts, seconds = await wait_for_counts(platform, region, expected, timeout=90)
+    counts, _ = await wait_for_counts(platform, region, expected, timeout=90)
     assert counts == expected, (counts, expected)
     lag, _ = await wait_lag_zero(bootstrap_, group, group_topics)
     assert lag == 0
-    proof.measured(f"killed with a lag of {lag_at_kill} events (before the load: {lag_at_start}); "
+    proof.measured(f"killed with {lag_at_kill} events not committed (lag before the load: {lag_at_start}) and "
+                   f"{open_transactions} transaction(s) open; "
                    f"{expected['tubes_collected']} tubes and {expected['tubes_resulted']} results accepted, "
                    f"dashboard counts {counts['tubes_collected']}/{counts['tubes_resulted']}, positives "
                    f"{counts['positives']}/{expected['positives']}, backlog {counts['tube_backlog']}; 0 lost, 0 twice; "

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+from fangkong_common.bus.base import is_transient
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-
-from fangkong_common.bus.base import is_transient
 
 
 def wrapped(error: Exception) -> sa_exc.DBAPIError:
