@@ -160,6 +160,16 @@ async def test_closed_records_past_the_period_lose_pii_on_schedule_and_counts_st
                             PiiAuditEntry.action == "erase"))).all()
 
                 [q_summary] = await eventually(quarantine_scrubbed)
+                if not per_service:
+                    # Gone from the files too (database and WAL), not only from the rows.
+                    gone = [people[label][1][f].encode() for label in ("old", "classified")
+                            for f in ("id_number", "phone", "address")]
+
+                    async def not_on_disk() -> bool:
+                        files = b"".join(f.read_bytes() for f in tmp_path.glob("registry.db*"))
+                        return not [raw for raw in gone if raw in files]
+
+                    await eventually(not_on_disk, timeout=5)
                 after = await _figures(c, admin, commander, t0)
                 seen = {label: (await c.get(f"/registry/persons/{key}", headers=commander)).json()
                         for label, (key, _) in people.items()}
@@ -199,7 +209,8 @@ async def test_closed_records_past_the_period_lose_pii_on_schedule_and_counts_st
                    f"1 of {len(transfers)} transfers, "
                    f"1 gathering; kept: an unclassified case and a T0+120 d arrival; {len(before)} figures "
                    f"(KPIs, series, totals, progress, statuses) equal before/after; audit: 1 run row per service "
-                   f"with its count + {len(trail)} per-person rows a commander queries; later runs erased 0")
+                   f"with its count + {len(trail)} per-person rows a commander queries; later runs erased 0"
+                   + ("; the erased values are in neither registry.db nor its WAL" if not per_service else ""))
 
 
 async def _settle(platform, seconds: float = 0.3) -> None:

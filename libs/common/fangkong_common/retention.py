@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import clock
@@ -39,7 +39,12 @@ async def run_once(app: FastAPI, scrub: Scrub, *, now: datetime | None = None) -
     """One scrub over what is past the period as of ``now`` (the platform clock), with its audit row."""
     settings = app.state.settings
     before = cutoff(settings.retention_days, now)
-    async with app.state.database.sessionmaker() as session, session.begin():
+    database = app.state.database
+    sqlite = database.engine.dialect.name == "sqlite"
+    async with database.sessionmaker() as session, session.begin():
+        if sqlite:
+            # Zero the bytes the old values occupied (SQLite otherwise leaves them in free space).
+            await session.execute(text("PRAGMA secure_delete=ON"))
         counts = await scrub(session, before)
         total = sum(counts.values())
         if total:
@@ -51,6 +56,10 @@ async def run_once(app: FastAPI, scrub: Scrub, *, now: datetime | None = None) -
                           f"(closed before {before.isoformat(timespec='seconds')}: {detail})",
                 "path": None, "correlation_id": correlation_id.get()}])
     if total:
+        if sqlite:
+            # The WAL still holds the pages as they were: fold it into the file and empty it.
+            async with database.engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         log.info("retention scrub", extra={"erased": counts, "cutoff": before.isoformat()})
     return counts
 
