@@ -19,6 +19,7 @@ from fangkong_common.events import topics
 
 from tests.faults.helpers import (
     Load,
+    dashboard_counts,
     dead_letter_counts,
     wait_for_counts,
     wait_lag_zero,
@@ -55,20 +56,23 @@ async def test_kafka_stopped_for_a_minute_mid_ingest_every_result_arrives_once(
     bootstrap = own_kafka.bootstrap
     group = wire(platform, DASHBOARD_CONSUMERS[0].group)
     group_topics = [wire(platform, t) for t in topics.ALL_TOPICS]
-    proof.injected(f"{total:,} tubes and results (1 in 500 positive) through the testing API; Kafka stopped "
-                   f"({OUTAGE_SECONDS:.0f} s) after {before:,}, the other {total - before:,} posted during the "
-                   "outage, then Kafka started again")
+    proof.injected(f"{total:,} tubes and results (1 in 500 positive) posted through the testing API over ~30 s; "
+                   f"Kafka stopped for {OUTAGE_SECONDS:.0f} s once {before:,} were accepted (the relay and the "
+                   "consumers busy), the rest posted during the outage, then Kafka started again")
     try:
         await load.setup()
-        await load.ingest(before, batch=500, positive_every=500)
-        counted_before, _ = await wait_for_counts(platform, region, load.truth.expected(), timeout=60, settle=0)
-        # Stop while the platform is busy: the first part's last events may still be on their way.
+        # One paced ingest; Kafka goes down under it, while events are being published and consumed.
+        ingest = asyncio.create_task(load.ingest(total, batch=500, positive_every=500, pause=1.5))
+        while len(load.truth.resulted) < before and not ingest.done():
+            await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(timeout=30) as client:
+            counted_before = await dashboard_counts(client, platform, region)
+        accepted_before = len(load.truth.resulted)
         stopped_at = time.monotonic()
         await asyncio.to_thread(own_kafka.stop)
         stop_seconds = time.monotonic() - stopped_at
-        # The second part during the outage, spread over its first half: the writes must all be accepted.
-        rest = total - before
-        await load.ingest(rest, batch=500, positive_every=500, pause=OUTAGE_SECONDS / 2 / (rest / 500))
+        await ingest  # every write must be accepted while Kafka is away
+        rest = total - accepted_before
         statuses = dict(load.truth.statuses)
         waiting = await pending_outbox(platform, "testing")
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
@@ -91,10 +95,11 @@ async def test_kafka_stopped_for_a_minute_mid_ingest_every_result_arrives_once(
         await asyncio.to_thread(stop_platform, platform)
     assert statuses == {201: total // 500, 200: total // 500}, statuses  # no write refused while Kafka was away
     proof.measured(
-        f"{total:,} results sent and accepted ({rest:,} while Kafka was down; {waiting:,} events waiting in the "
+        f"{total:,} results sent and accepted ({rest:,} after the stop began; {waiting:,} events waiting in the "
         f"testing outbox); dashboard counts {counts['tubes_collected']:,} tubes, {counts['tubes_resulted']:,} "
         f"results, {counts['positives']}/{expected['positives']} positives, backlog {counts['tube_backlog']}: "
-        f"0 lost, 0 twice; before the stop {counted_before['tubes_resulted']:,} counted; outage {outage:.0f} s "
+        f"0 lost, 0 twice; at the stop {accepted_before:,} results accepted, {counted_before['tubes_resulted']:,} "
+        f"counted; outage {outage:.0f} s "
         f"(stop {stop_seconds:.1f} s, start {start_seconds:.1f} s); every count right {caught_up:.1f} s after "
         f"Kafka was started; dashboard lag 0; 0 dead letters")
 
