@@ -177,6 +177,7 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, matrix_per_service: d
             rows = (await s.client.get("/registry/audit", params={"actor": actor, "limit": 1000},
                                        headers=audit)).json()
             audited |= {(row["actor"], row["subject"]) for row in rows}
+        sibling_grid = await _sibling_grid_reads(s)
         read = time.monotonic()
         writes = await _cross_region_writes(s)
         wrote = time.monotonic()
@@ -222,6 +223,34 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, matrix_per_service: d
     # Not a vacuous matrix: many cells answered, and they carried the caller's own records.
     assert len(cells) > 1500 and len(allowed) > 400 and sum(c.own for c in allowed) > 500
     assert grid_own > 0
+    grid_cells, grid_seen = sibling_grid
+    proof.measured(f"a grid worker of another grid of 440305: {grid_cells} read cells, records of grid "
+                   f"{s.places[A].grid}'s people seen: " + ", ".join(f"{k} {v}" for k, v in sorted(grid_seen.items()))
+                   )
+    assert not any(grid_seen.values()), grid_seen
+
+
+async def _sibling_grid_reads(s: Seeded) -> tuple[int, dict[str, int]]:
+    """Two grids of one district: a grid worker of the other grid reads every GET of 440305 and must
+    not find the people of the seeded grid (their keys, ID numbers, names, phones, orders, transfers)."""
+    place = s.places[A]
+    people = set(place.persons) | set(place.pii) | {place.ids["order_id"], place.ids["transfer_id"]}
+    people |= {m for m in place.markers if m.startswith(("南山returnee", "南山contact"))}
+    headers = s.headers(Role.grid_worker, regions=[A], grids=[f"{place.grid}-b"], sub="matrix-grid-b")
+    seen: Counter = Counter()
+    cells = 0
+    for name, app in s.platform.apps.items():
+        seen[name] += 0
+        for method, path in routes(app):
+            if method != "GET" or path in OPEN or path.endswith(("/healthz", "/readyz", "/clock")):
+                continue
+            for _label, url, query in read_variants(s, app, A, path):
+                response = await s.client.get(url, params=query, headers=headers)
+                cells += 1
+                assert response.status_code in REFUSED | {200}, (path, response.status_code, response.text[:200])
+                if response.status_code == 200:
+                    seen[name] += len(markers_in(response.text, people))
+    return cells, dict(seen)
 
 
 def _xlsx_text(content: bytes) -> str:
