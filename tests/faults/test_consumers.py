@@ -304,3 +304,78 @@ async def test_events_consumed_across_a_rebalance_are_applied_once(
                    f"{expected['tubes_resulted']} results accepted, dashboard counts "
                    f"{counts['tubes_collected']}/{counts['tubes_resulted']}, backlog {counts['tube_backlog']}: "
                    f"0 lost, 0 twice (right {seconds:.1f} s after the last post)")
+
+
+@pytest.mark.proof("faults")
+@pytest.mark.long_fault  # ~30 s: a service process is killed and started again
+async def test_a_producer_killed_while_publishing_loses_nothing_and_its_republished_events_count_once(
+    shared_platform: MultiProcessPlatform, proof,
+) -> None:
+    """The testing service (outbox relay, and consumer of quarantine.test_due) killed with SIGKILL
+    while results come in and its relay publishes: a batch published but not yet marked is sent
+    again after the restart, and the consumers' inbox must make that harmless."""
+    platform = shared_platform
+    region = "440312"
+    load = Load(platform, region, timeout=10.0)
+    await load.setup()
+    refused: list[list[str]] = []
+    batches, size = 12, 400
+
+    async def writer() -> None:
+        for _ in range(batches):
+            barcodes = load.barcodes(size)
+            if not await load.post_tubes(barcodes) or not await load.post_results(
+                    {b: "negative" for b in barcodes}):
+                refused.append(barcodes)
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)
+
+    proof.injected(f"{batches * size:,} tubes and results posted to the testing service; the service killed with "
+                   "SIGKILL while its outbox had unpublished events, started again; refused batches sent again")
+    database = await asyncpg.connect(dsn_of(platform, "testing"))
+    task = asyncio.create_task(writer())
+    try:
+        deadline = time.monotonic() + 60
+        pending = 0
+        while time.monotonic() < deadline and not task.done():
+            pending = await database.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            if len(load.truth.resulted) >= 3 * size and pending:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("never caught the testing service with unpublished events")
+        await database.close()
+        code = platform.services["testing"].stop(signal.SIGKILL)
+        assert code == -signal.SIGKILL
+        killed_at = time.monotonic()
+        await asyncio.to_thread(platform.restart, "testing")
+        restarted = time.monotonic() - killed_at
+        await task
+        for barcodes in refused:  # idempotent: what was stored before the kill comes back "unchanged"
+            if set(barcodes) - load.truth.collected:
+                assert await load.post_tubes(barcodes), load.truth.statuses
+            assert await load.post_results({b: "negative" for b in barcodes}), load.truth.statuses
+    finally:
+        if not task.done():
+            task.cancel()
+        if not database.is_closed():
+            await database.close()
+        await load.aclose()
+    expected = load.truth.expected()
+    counts, _ = await wait_for_counts(platform, region, expected, timeout=90)
+    assert counts == expected, (counts, expected)
+    assert expected["tubes_collected"] == batches * size
+    # How many events of this region the broker holds more than once (republished after the kill).
+    on_broker: list[str] = []
+    for topic in (topics.TEST_COLLECTED, topics.TEST_NEGATIVE):
+        for message in await read_topic(bootstrap(platform), wire(platform, topic)):
+            envelope = Envelope.from_bytes(message.value)
+            if envelope.payload.get("region_code") == region:
+                on_broker.append(str(envelope.id))
+    duplicates = len(on_broker) - len(set(on_broker))
+    assert len(set(on_broker)) == 2 * batches * size
+    proof.measured(f"killed with {pending} events unpublished in its outbox; back in {restarted:.1f} s; "
+                   f"{len(refused)} batches refused and sent again; {len(on_broker):,} messages on the broker for "
+                   f"{len(set(on_broker)):,} events ({duplicates} republished); dashboard counts "
+                   f"{counts['tubes_collected']:,}/{counts['tubes_resulted']:,} of "
+                   f"{expected['tubes_collected']:,}/{expected['tubes_resulted']:,}: 0 lost, 0 twice")
