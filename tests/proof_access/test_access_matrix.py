@@ -135,7 +135,7 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, matrix_per_service: d
         cells: list[Cell] = []
         odd: list[Cell] = []
         jobs = []
-        for name, app in s.platform.apps.items():
+        for app in s.platform.apps.values():
             for method, path in routes(app):
                 if method != "GET" or path in OPEN or path.endswith(("/healthz", "/readyz", "/clock")):
                     continue
