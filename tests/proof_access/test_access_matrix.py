@@ -114,6 +114,9 @@ def read_variants(s: Seeded, app, region: str, path: str) -> list[tuple[str, str
                         for code in OUTSIDE[region] if "person_id" in s.places[code].ids]
     if not queries:
         queries = [("", {})]
+    if "format" in params:  # the spreadsheet too (exports, the daily report), for the caller's own region
+        queries.append(("format=xlsx", {"format": "xlsx", **({"region_code": region} if "region_code" in params
+                                                             else {})}))
     if path == "/dashboard/stream":  # a live feed: take what is there and close
         queries = [(lbl, {**q, "since": 0, "max_events": 1}) for lbl, q in queries]
     return [(f"{ul} {ql}".strip(), url, q) for ul, url in urls for ql, q in queries]
