@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from fangkong_common import clock
 from fangkong_common.identity import make_resident_id
 from fangkong_common.identity import resident_id_check_character as check_character
 
@@ -44,7 +45,9 @@ def parse_resident_id(number: str, *, today: date | None = None) -> ResidentId:
         born = date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
     except ValueError:
         raise IdNumberError("birth_date", f"出生日期{body[6:14]}不存在 (birth date {body[6:14]} does not exist)") from None
-    today = today or date.today()
+    # The platform's day (Beijing, and the simulation clock), not the server's local date: at 00:30
+    # in Beijing a UTC server still has yesterday, and refused a baby born today.
+    today = today or clock.today()
     if born > today or born.year < 1870:
         raise IdNumberError("birth_date", f"出生日期{born.isoformat()}不合理 (birth date {born.isoformat()} is out of range)")
     expected = check_character(body)
