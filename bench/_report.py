@@ -115,11 +115,20 @@ def rows(results: dict) -> list[dict]:
             f["seconds_for_10m_members_at_this_rate"] <= 1200, full)
     if not failed("positive", "Positive → hospital bed + dashboard counter, p99", "< 500 ms"):
         f = s["positive"]
-        add("positive", f"Positive result → hospital bed and changed dashboard counter, p99 of {f['samples']} "
-                        f"while {f['background_events_per_s']:,} other events/s flow",
-            "< 500 ms at 1,000 events/s", _n(f["p99_ms"], " ms"), f"bare uvicorn GET p99 {_n(http.get('p99_ms'), ' ms')}",
-            _ratio(f["p99_ms"], http.get("p99_ms")), f["p99_ms"] < 500,
-            f["samples"] >= 100 and f["background_events_per_s"] >= 950)
+        figure = (f"Positive result → hospital bed and changed dashboard counter, p99 of {f['samples']} "
+                  f"while {f['background_events_per_s']:,} other events/s flow")
+        baseline = f"bare uvicorn GET p99 {_n(http.get('p99_ms'), ' ms')}"
+        at_size = f["samples"] >= 100 and f["background_events_per_s"] >= 950
+        if f.get("timed_out"):
+            # A sample that never completes is over any bound: the goal is missed at this load.
+            add("positive", figure, "< 500 ms at 1,000 events/s",
+                f"> {_n(f['timeout_s'], ' s')}: sample {f['timed_out']['sample'] + 1} waited in vain for the "
+                f"{' and '.join(f['timed_out']['waiting_for'])} ({f['completed']} completed, slowest "
+                f"{_n(f['completed_max_ms'], ' ms')}; dashboard {f['dashboard_behind_collected_events']:,} "
+                f"load events behind)", baseline, None, False, f["background_events_per_s"] >= 950)
+        else:
+            add("positive", figure, "< 500 ms at 1,000 events/s", _n(f["p99_ms"], " ms"), baseline,
+                _ratio(f["p99_ms"], http.get("p99_ms")), f["p99_ms"] < 500, at_size)
     if not failed("retests", "Positive pool → k retest orders, p99", "< 1 s"):
         f = s["retests"]
         add("retests", f"Positive pool → its k retest orders, p99 (one result per POST, {f['tubes']:,} tubes "
@@ -177,6 +186,9 @@ def render(results: dict) -> str:
               f"shared with other work during the run.",
               f"Versions: Python {env.get('python')}, Kafka {env.get('kafka')}, PostgreSQL {env.get('postgres')}, "
               + ", ".join(f"{name} {version}" for name, version in pk.items() if version) + ".", ""]
+    for name, figures in results["scenarios"].items():
+        if "from_run" in figures:  # a scenario re-run on its own and merged into this run's figures
+            lines += [f"The `{name}` figures come from a run of their own: {figures['from_run']}.", ""]
     lines += ["| figure | goal | measured | baseline (same run) | ratio | met? |", "|---|---|---|---|---|---|"]
     for row in rows(results):
         met = {True: "yes", False: "**no**", None: "— (not at goal size)" if row["goal"] != "—" else "—"}[row["met"]]
