@@ -32,12 +32,14 @@ from fangkong_common.auth import Role, issue_token
 
 CST = timezone(timedelta(hours=8))
 START = date.today() - timedelta(days=20)
+SPRING = START - timedelta(days=3)
+SPRING_LAST = SPRING + timedelta(days=12)  # the wave's 12 days and the last daily job just past midnight
 H = 3600.0
 TREATMENT = ("hospital", "fangcang")
 
 
 def when(record: dict) -> datetime:
-    return datetime.fromisoformat(record["at"].replace("Z", "+00:00"))
+    return datetime.fromisoformat(record["at"])
 
 
 def beijing_day(moment: datetime) -> date:
@@ -108,7 +110,7 @@ async def outcomes(platform, client: httpx.AsyncClient, region: str, first: date
 
 def truth_intervals(truth: GroundTruth, first: date, last: date, as_of: datetime, prefix: str) -> dict:
     """The five intervals over days [first, last] (by the Beijing day each ended), waiting as of ``as_of``."""
-    in_range = lambda end: first <= beijing_day(end) <= last  # noqa: E731
+    in_range = lambda end: first <= beijing_day(end) <= last
     positive: dict[str, datetime] = {}
     for r in truth.of("positive"):
         if r["region_code"].startswith(prefix):
@@ -181,10 +183,9 @@ def test_the_dashboard_intervals_equal_the_ground_truth(tmp_path: Path, noting_a
                                 record=tmp_path / "school.jsonl")
             school_out = await outcomes(platform, client, "440000", START, START + timedelta(days=14))
             print(f"\nschool outbreak played in {school.wall_seconds:.1f} s")
-        spring_start = START - timedelta(days=3)
         async with embedded(tmp_path / "spring") as (platform, target, client):
-            spring = await play("spring-festival", target, seed=3, scale=0.02, start=spring_start, progress=False)
-            spring_out = await outcomes(platform, client, "410000", spring_start, spring_start + timedelta(days=12))
+            spring = await play("spring-festival", target, seed=3, scale=0.02, start=SPRING, progress=False)
+            spring_out = await outcomes(platform, client, "410000", SPRING, SPRING_LAST)
             print(f"spring festival played in {spring.wall_seconds:.1f} s")
         return school_out, school.truth, spring_out, spring.truth
 
@@ -209,8 +210,7 @@ def test_the_dashboard_intervals_equal_the_ground_truth(tmp_path: Path, noting_a
         for name in ("result_to_bed", "case_to_contacts_ordered", "collection_to_result", "positive_to_classified"):
             assert day["intervals"][name] == want[name], (day["date"], name)
 
-    spring_last = START - timedelta(days=3) + timedelta(days=12)
-    want = truth_intervals(spring_truth, START - timedelta(days=3), spring_last, end_of(spring_last), "41")
+    want = truth_intervals(spring_truth, SPRING, SPRING_LAST, end_of(SPRING_LAST), "41")
     got = spring_out["intervals"]["registered_to_first_test"]
     print(f"spring festival (seed 3, scale 0.02) registered_to_first_test: {got}")
     assert got == want["registered_to_first_test"]
