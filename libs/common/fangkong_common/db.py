@@ -9,11 +9,14 @@ each service declares its own models on its own base built with
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event, text
+from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -59,12 +62,30 @@ def dialect_insert(target, table):
     return insert(getattr(table, "__table__", table))
 
 
+class _SqliteUtcDateTime(SQLITE_DATETIME):
+    """SQLite keeps no UTC offset: SQLAlchemy would store 07:30+08:00 as "07:30", read back as
+    07:30 UTC, eight hours off. Every aware moment is stored in UTC (values read back stay naive
+    UTC on SQLite, as the services expect)."""
+
+    def bind_processor(self, dialect):
+        process = super().bind_processor(dialect)
+
+        def bind(value):
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return process(value) if process else value
+
+        return bind
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        dialect = engine.sync_engine.dialect
+        dialect.colspecs = {**dialect.colspecs, sqltypes.DateTime: _SqliteUtcDateTime}
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - trivial
