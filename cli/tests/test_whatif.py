@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -112,6 +113,7 @@ async def _comparison_through_the_endpoint(data_dir: Path) -> dict:
                                                            audience=settings.jwt_audience, **kw)}
 
     commander = headers(Role.commander, regions=["440300"])
+    admin = headers(Role.admin)
     seen: dict = {}
     async with platform.fallback.router.lifespan_context(platform.fallback):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=platform), base_url="http://p",
@@ -143,6 +145,12 @@ async def _comparison_through_the_endpoint(data_dir: Path) -> dict:
                 response = await client.get(f"/simulations/{job['id']}/brief", params={"format": fmt},
                                             headers=commander)
                 seen[fmt] = response
+            # A second one, stopped while it runs: its process group (its throwaway platforms) ends.
+            second = (await client.post("/simulations", json={**body, "scenario": "mass-screening", "people": 2000,
+                                                              "levers": ["labs=+30%"]}, headers=commander)).json()
+            await asyncio.sleep(3)
+            seen["stopped"] = (await client.delete(f"/simulations/{second['id']}", headers=admin)).json()
+            seen["stopped_pid"] = platform.fallback.state.simulations.jobs[second["id"]].process.pid
         seen["document"] = json.loads((data_dir / "simulations" / job["id"] / "comparison.json").read_text())
     return seen
 
@@ -257,3 +265,17 @@ def test_intervals_are_the_platforms_and_fewer_beds_wait_longer_for_one(compared
     assert longest[0].value == bed["max_seconds"] and longest[1].value == bed_fewer["max_seconds"]
     if bed_fewer["max_seconds"] != bed["max_seconds"]:
         assert longest[1].better is False and longest[1].delta.startswith("+")
+
+
+def test_a_comparison_stopped_from_the_screen_leaves_nothing_running(compared: dict) -> None:
+    stopped = compared["stopped"]
+    assert stopped["status"] == "stopped"
+    assert stopped["runs_done"] in (0, None) or stopped["runs_done"] < 2
+    deadline = time.monotonic() + 20
+    while True:  # the whole group: the command and its throwaway platforms
+        try:
+            os.killpg(compared["stopped_pid"], 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "processes of the stopped comparison are still running"
+        time.sleep(0.2)

@@ -64,7 +64,7 @@ class Job:
     process: subprocess.Popen
     requested_by: str
     stopped: bool = False
-    waiter: asyncio.Task | None = field(default=None, repr=False)
+    waiter: asyncio.Future | None = field(default=None, repr=False)
 
     @property
     def result_path(self) -> Path:
@@ -142,10 +142,12 @@ class Simulations:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(job.process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(job.waiter), 20) if job.waiter else None
+            # It stops its throwaway platforms on the way out; they got the signal too (same group).
+            await asyncio.wait_for(asyncio.shield(job.waiter), 20)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.process.pid, signal.SIGKILL)
+            await job.waiter
 
     async def aclose(self) -> None:
         for job in list(self.jobs.values()):
@@ -235,5 +237,6 @@ def mount(root: FastAPI, overrides: dict) -> Simulations:
     # The auth dependency reads the app's settings (the secret and issuer of this installation).
     root.state.settings = settings
     simulations = Simulations(Path(settings.data_dir))
+    root.state.simulations = simulations
     root.include_router(router(simulations))
     return simulations
