@@ -3,6 +3,7 @@ whatever order the events arrive in, repeated events changing nothing, and the A
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -284,3 +285,26 @@ async def test_a_purged_swab_does_not_move_a_measured_first_test(tmp_path) -> No
             out = await outcomes.outcomes(session, "440300", DAY, DAY + timedelta(days=30), now=NOW + timedelta(days=40))
         by_category = out["intervals"]["registered_to_first_test"]["by_category"]
         assert by_category["domestic_other"]["count"] == 1 and by_category["domestic_other"]["max_seconds"] == 5 * H
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_two_replicas_each_holding_one_end_still_close_the_interval(database_url: str) -> None:
+    """Replica A holds the positive in an open transaction while replica B gets the admission: B waits
+    for A (advisory lock), then sees A's moment — the interval is closed, not left waiting forever."""
+    from dashboard.readmodel import apply_batch
+
+    app = create_app(Settings(database_url=database_url, bus_url=f"memory://outcomes-{uuid.uuid4().hex}"))
+    async with running(app) as h:
+        a, b = h.session(), h.session()
+        async with a, b:
+            await a.begin()
+            await apply_batch(a, [positive(P2, "B5", 3)])
+            await b.begin()
+            other = asyncio.create_task(apply_batch(b, [admitted(P2, "hospital", 7)]))
+            await asyncio.sleep(0.5)
+            assert not other.done()  # B waits for A's outcome step
+            await a.commit()
+            await asyncio.wait_for(other, 10)
+            await b.commit()
+        got = (await figures(h, day_to=DAY + timedelta(days=2)))["intervals"]["result_to_bed"]
+        assert (got["count"], got["max_seconds"], got["waiting"]) == (1, 4 * H, 0)
