@@ -12,6 +12,9 @@ they are about the machine, not the outbreak. Production turns control off
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 # China has one time zone and no daylight saving; a "day" of the platform is a day in Beijing time.
 CHINA_TZ = timezone(timedelta(hours=8), "CST")
@@ -57,3 +60,12 @@ def move_to(moment: datetime, *, freeze: bool = False) -> None:
     set_offset(moment - datetime.now(UTC))
     if freeze:
         _frozen = moment.astimezone(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` aware, in UTC; a naive one (SQLite hands stored moments back naive) is UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# A moment in an answer: always with its offset (RFC 3339), whichever database it was read from.
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]

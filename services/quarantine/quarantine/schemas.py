@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-
 from fangkong_common.auth import region_prefix
+from fangkong_common.clock import UtcDateTime
 from fangkong_common.events.schemas import CaseClass, PersonKey, RegionCode
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 
 class StageOut(BaseModel):
@@ -38,8 +38,8 @@ class OrderOut(BaseModel):
     site_id: str | None
     site_region_code: str | None
     awaiting_site: bool
-    created_at: datetime | None = None
-    ended_at: datetime | None = None
+    created_at: UtcDateTime | None = None
+    ended_at: UtcDateTime | None = None
     changes: list[dict[str, Any]] | None = None
 
 
@@ -118,9 +118,9 @@ class TransferOut(BaseModel):
     vehicle: str
     escort: str
     status: str
-    requested_at: datetime
-    dispatched_at: datetime | None
-    arrived_at: datetime | None
+    requested_at: UtcDateTime
+    dispatched_at: UtcDateTime | None
+    arrived_at: UtcDateTime | None
 
 
 class CheckinIn(BaseModel):
@@ -134,7 +134,7 @@ class CheckinIn(BaseModel):
 class CheckinOut(BaseModel):
     id: int
     order_id: str
-    at: datetime
+    at: UtcDateTime
     temperature_c: float
     symptoms: list[str]
     alerts: list[str]
@@ -158,11 +158,11 @@ class CaseOut(BaseModel):
     site_id: str | None
     site_kind: str | None
     status: str
-    positive_at: datetime
-    admitted_at: datetime | None
+    positive_at: UtcDateTime
+    admitted_at: UtcDateTime | None
     classification: str | None
     severity: str | None
-    classified_at: datetime | None
+    classified_at: UtcDateTime | None
 
 
 class AlertOut(BaseModel):
@@ -186,7 +186,7 @@ class PolicyOut(BaseModel):
     basis: str
     source: Literal["package", "api"]
     categories: dict[str, Any]
-    applied_at: datetime | None = None
+    applied_at: UtcDateTime | None = None
     replanned_orders: int | None = None
 
 

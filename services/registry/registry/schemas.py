@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
-
+from fangkong_common.clock import UtcDateTime
 from fangkong_common.events.schemas import RegionCode, ReturneeCategory, RiskLevel
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 T = TypeVar("T")
 IdType = Literal["resident_id", "passport", "hk_macao_permit", "taiwan_permit", "foreign_permanent_resident", "other"]
@@ -164,8 +171,8 @@ class RiskAreaOut(BaseModel):
     lookback_days: int
     active: bool
     flagged_count: int
-    declared_at: datetime | None = None
-    lifted_at: datetime | None = None
+    declared_at: UtcDateTime | None = None
+    lifted_at: UtcDateTime | None = None
 
 
 class CheckpointIn(Strict):
@@ -238,7 +245,7 @@ class ContactOut(BaseModel):
     source_person_id: str
     case_person_id: str
     degree: int
-    exposure_at: datetime
+    exposure_at: UtcDateTime
     setting: str
     created: bool
 
@@ -252,7 +259,7 @@ class ContactNode(BaseModel):
     person_id: str
     name: str | None
     degree: int
-    exposure_at: datetime
+    exposure_at: UtcDateTime
     setting: str
     contacts: list["ContactNode"] = Field(default_factory=list)
 
@@ -350,7 +357,7 @@ class ImportReport(BaseModel):
 
 
 class AuditEntryOut(BaseModel):
-    at: datetime
+    at: UtcDateTime
     actor: str
     role: str
     action: str

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
+from fangkong_common.clock import UtcDateTime
+from fangkong_common.events.schemas import RegionCode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from fangkong_common.events.schemas import RegionCode
 from testing.domain.plan import parse_hhmm
-
 
 
 class _Hours(BaseModel):
@@ -154,4 +154,4 @@ class OrderOut(BaseModel):
     stage_index: int | None
     due_date: date | None
     fulfilled_barcode: str | None
-    created_at: datetime
+    created_at: UtcDateTime
