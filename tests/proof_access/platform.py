@@ -38,6 +38,12 @@ class Place:
     pii: dict[str, str] = field(default_factory=dict)  # raw ID number, phone or address -> the person's key
 
 
+    def pii_of(self, kind: str) -> str:
+        """The returnee's raw ID number (or phone, address), as registered."""
+        return next(value for value, key in self.pii.items() if key == self.persons[0]
+                    and (kind != "id_number" or len(value) == 18 and value[:6] == self.code))
+
+
 @dataclass
 class Seeded:
     client: httpx.AsyncClient

@@ -11,7 +11,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
@@ -21,10 +21,12 @@ from fastapi.routing import APIRoute
 from fangkong_common import clock
 from fangkong_common.audit import PII_ROLES
 from fangkong_common.auth import Role
+from fangkong_common.identity import make_resident_id
 from tests.proof_access.platform import A, B, C, P, Seeded, seeded_platform
 from tests.test_tokens_everywhere import OPEN, routes
 
 REFUSED = {401, 403, 404}
+ROWS_REFUSED = "every row refused"  # an import answers 200 with its per-row report
 # Not regional by design, so not a scope question: risk areas are national notices every command
 # center records and sees; policies are the one rulebook.
 PUBLIC_READS = {"/registry/risk-areas", "/quarantine/policies", "/registry/import-template.xlsx"}
@@ -199,8 +201,8 @@ async def test_role_endpoint_region_matrix(tmp_path: Path, matrix_per_service: d
     grid_leaked = sum(len(c.leaked) for c in grid_reads)
     grid_own = sum(c.own for c in grid_reads)
     by_status = Counter(c.status for c in cells)
-    write_refused = sum(1 for w in writes if w[-1] in REFUSED)
-    write_bad = [w for w in writes if w[-1] not in REFUSED]
+    write_refused = sum(1 for w in writes if w[-1] in REFUSED or w[-1] == ROWS_REFUSED)
+    write_bad = [w for w in writes if not (w[-1] in REFUSED or w[-1] == ROWS_REFUSED)]
     proof.measured(f"{len(cells)} read cells: {len(allowed)} allowed and scoped, {len(refused)} refused "
                    f"({dict(sorted(by_status.items()))}), leaked records {sum(len(c.leaked) for c in cells)}; "
                    f"own-region records seen in allowed cells {sum(c.own for c in allowed)}")
@@ -336,6 +338,20 @@ async def _cross_region_writes(s: Seeded) -> list[tuple]:
                 out.append((role.value, region, method, url.split("?")[0], other, response.status_code)
                            if response.status_code in REFUSED else
                            (role.value, region, method, url, other, response.text[:160], response.status_code))
+            # A bulk import naming the other place: refused outright, or every row refused (nothing stored).
+            csv = ("证件号码,姓名,现住地行政区划代码,网格,来源类型,来源国家或地区代码,抵达日期\n"
+                   f"{make_resident_id(code, date(1999, 9, 9), 900)},越权导入,{code},{o.grid},境外,GB,{today}\n"
+                   f"{o.pii_of('id_number')},越权导入,{code},{o.grid},境外,GB,{today}\n")
+            response = await s.client.post("/registry/import", headers=headers,
+                                           files={"file": ("import.csv", csv.encode(), "text/csv")})
+            report = response.json() if response.status_code == 200 else {}
+            if response.status_code in REFUSED:
+                outcome = response.status_code
+            elif report.get("stored") == 0 and report.get("rejected") == 2:
+                outcome = ROWS_REFUSED
+            else:
+                outcome = f"{response.status_code} {response.text[:160]}"
+            out.append((role.value, region, "POST", "/registry/import", other, outcome))
     return out
 
 
