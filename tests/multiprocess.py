@@ -70,6 +70,16 @@ class ServiceProcess:
             self.process.kill()
             return self.process.wait(10)
 
+    def wait_stopped(self, timeout: float = 30.0) -> int | None:
+        """The exit code once the process ended (killed after ``timeout``); no signal sent."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
@@ -114,9 +124,13 @@ class MultiProcessPlatform:
             service.wait_ready()
 
     def stop(self) -> dict[str, int | None]:
-        for replica in self.replicas:
-            replica.stop()
-        return {name: service.stop() for name, service in self.services.items()}
+        # SIGTERM to every process first, so they shut down side by side rather than one after another.
+        everyone = [*self.replicas, *self.services.values()]
+        for service in everyone:
+            if service.process is not None and service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        codes = {id(service): service.wait_stopped() for service in everyone}
+        return {name: codes[id(service)] for name, service in self.services.items()}
 
     def restart(self, name: str, sig: int = signal.SIGTERM) -> int | None:
         """Stop one service (SIGKILL: as a crash) and start it again on its port; its exit code."""

@@ -101,10 +101,10 @@ async def test_a_poison_message_on_every_topic_is_dead_lettered_with_its_reason_
     lag_before = await all_lag(platform)
 
     # The consumers go on: every group reaches the end of its topics, and applied each good event.
-    lag_after: dict[str, int] = {}
-    for group, (_service, group_topics) in GROUPS.items():
-        lag_after[group], _ = await wait_lag_zero(bootstrap(platform), wire(platform, group),
-                                                  [wire(platform, t) for t in group_topics], timeout=60)
+    waits = await asyncio.gather(*(wait_lag_zero(bootstrap(platform), wire(platform, group),
+                                                 [wire(platform, t) for t in group_topics], timeout=60)
+                                   for group, (_service, group_topics) in GROUPS.items()))
+    lag_after = {group: lag for group, (lag, _seconds) in zip(GROUPS, waits, strict=True)}
     assert lag_after == {group: 0 for group in GROUPS}, lag_after
     missing: dict[str, list[str]] = {}
     for group, (service, group_topics) in GROUPS.items():
@@ -121,8 +121,9 @@ async def test_a_poison_message_on_every_topic_is_dead_lettered_with_its_reason_
         for topic in group_topics:
             groups_of[topic].add(group)
     good_ids = {str(e.id).encode() for e in goods.values()}
-    for topic in topics.ALL_TOPICS:
-        letters = await read_topic(bootstrap(platform), wire(platform, topics.dlq(topic)))
+    read = await asyncio.gather(*(read_topic(bootstrap(platform), wire(platform, topics.dlq(topic)))
+                                  for topic in topics.ALL_TOPICS))
+    for topic, letters in zip(topics.ALL_TOPICS, read, strict=True):
         headers = [{k: v.decode(errors="replace") for k, v in m.headers} for m in letters]
         assert not [m for m in letters if any(i in m.value for i in good_ids)], f"a valid {topic} event dead-lettered"
         ours = [(m, h) for m, h in zip(letters, headers, strict=True) if m.value == poisons[topic]]
