@@ -28,7 +28,7 @@ class InsecureSettingsError(ValueError):
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FANGKONG_", extra="ignore")
 
-    # production refuses default secrets and clock control; development and test allow the demo shortcuts.
+    # production refuses default or short secrets and clock control; development and test allow the demo shortcuts.
     env: Literal["development", "test", "production"] = "development"
     # The service's own name: its SQLite file, its logs' and metrics' label, the events' source.
     service_name: str = "fangkong"
