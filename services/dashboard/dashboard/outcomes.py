@@ -16,6 +16,7 @@ Definitions (services/dashboard/README.md, "Outcome intervals"):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -71,44 +72,89 @@ def day_end(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), CHINA_TZ).astimezone(UTC)
 
 
-def figures(rows: list[tuple], day_from: date, day_to: date, as_of: datetime) -> dict:
-    """The intervals block for rows (kind, category, start, end, end_day) ended in [day_from, day_to]."""
-    done: dict[str, list[float]] = defaultdict(list)
-    by_category: dict[str, list[float]] = defaultdict(list)
-    open_: dict[str, list[datetime]] = defaultdict(list)
-    open_by_category: dict[str, int] = defaultdict(int)
-    categories: set[str] = set()
+class Tally:
+    """What ended in a period, and what was still open at its ``as_of``."""
+
+    def __init__(self, as_of: datetime) -> None:
+        self.as_of = as_of
+        self.done: dict[str, list[float]] = defaultdict(list)
+        self.by_category: dict[str, list[float]] = defaultdict(list)
+        self.open_n: dict[str, int] = defaultdict(int)
+        self.open_since: dict[str, datetime] = {}
+        self.open_by_category: dict[str, int] = defaultdict(int)
+
+    def ended(self, kind: str, category: str, seconds: float) -> None:
+        self.done[kind].append(seconds)
+        if kind == REGISTERED_TO_FIRST_TEST:
+            self.by_category[category].append(seconds)
+
+    def waiting(self, kind: str, category: str, start: datetime) -> None:
+        self.open_n[kind] += 1
+        if kind not in self.open_since or start < self.open_since[kind]:
+            self.open_since[kind] = start
+        if kind == REGISTERED_TO_FIRST_TEST:
+            self.open_by_category[category] += 1
+
+    def oldest(self, kind: str) -> float | None:
+        return (self.as_of - self.open_since[kind]).total_seconds() if kind in self.open_since else None
+
+    def figures(self, categories: set[str]) -> dict:
+        done, n = self.done, self.open_n
+        bed = summary(done[RESULT_TO_BED]) | {"waiting": n[RESULT_TO_BED],
+                                              "longest_wait_seconds": self.oldest(RESULT_TO_BED)}
+        contacts = summary(done[CASE_TO_CONTACTS]) | {
+            "share_within_24h": share(done[CASE_TO_CONTACTS], 24 * HOUR), "waiting": n[CASE_TO_CONTACTS]}
+        tubes = summary(done[COLLECTION_TO_RESULT]) | {
+            "share_within_12h": share(done[COLLECTION_TO_RESULT], 12 * HOUR),
+            "share_within_24h": share(done[COLLECTION_TO_RESULT], 24 * HOUR),
+            "waiting": n[COLLECTION_TO_RESULT]}
+        classified = summary(done[POSITIVE_TO_CLASSIFIED]) | {
+            "unclassified": n[POSITIVE_TO_CLASSIFIED],
+            "oldest_unclassified_seconds": self.oldest(POSITIVE_TO_CLASSIFIED)}
+        returnees = {c: summary(self.by_category[c]) | {"waiting": self.open_by_category[c]}
+                     for c in sorted(categories | set(self.by_category))}
+        return {RESULT_TO_BED: bed, CASE_TO_CONTACTS: contacts, COLLECTION_TO_RESULT: tubes,
+                POSITIVE_TO_CLASSIFIED: classified, REGISTERED_TO_FIRST_TEST: {"by_category": returnees}}
+
+
+def tally(rows: list[tuple], day_from: date, day_to: date, as_of: datetime) -> tuple[dict, list[dict]]:
+    """The range's figures and each day's, in one pass over the rows (kind, category, start, end, end_day):
+    an interval counts where it ended, and is waiting on each day whose end it spans."""
+    days = [day_from + timedelta(days=i) for i in range((day_to - day_from).days + 1)]
+    cutoffs = [min(as_of, day_end(d)) for d in days]
+    whole, daily = Tally(as_of), [Tally(c) for c in cutoffs]
+    first_registered: dict[str, datetime] = {}
     for kind, category, start, end, end_day in rows:
-        if kind == REGISTERED_TO_FIRST_TEST and start <= as_of:
-            categories.add(category)
+        if kind == REGISTERED_TO_FIRST_TEST and (category not in first_registered
+                                                 or start < first_registered[category]):
+            first_registered[category] = start
         if end is not None and end_day is not None and day_from <= end_day <= day_to:
             seconds = (end - start).total_seconds()
-            done[kind].append(seconds)
-            if kind == REGISTERED_TO_FIRST_TEST:
-                by_category[category].append(seconds)
+            whole.ended(kind, category, seconds)
+            daily[(end_day - day_from).days].ended(kind, category, seconds)
         if start <= as_of and (end is None or end > as_of):
-            open_[kind].append(start)
-            if kind == REGISTERED_TO_FIRST_TEST:
-                open_by_category[category] += 1
+            whole.waiting(kind, category, start)
+        # The days whose cut-off lies in [start, end): open at their end.
+        lo = bisect_left(cutoffs, start)
+        hi = len(cutoffs) if end is None else bisect_left(cutoffs, end)
+        for i in range(lo, hi):
+            daily[i].waiting(kind, category, start)
 
-    def oldest(kind: str) -> float | None:
-        return (as_of - min(open_[kind])).total_seconds() if open_[kind] else None
+    def seen_by(moment: datetime) -> set[str]:
+        return {c for c, first in first_registered.items() if first <= moment}
 
-    bed = summary(done[RESULT_TO_BED]) | {"waiting": len(open_[RESULT_TO_BED]),
-                                          "longest_wait_seconds": oldest(RESULT_TO_BED)}
-    contacts = summary(done[CASE_TO_CONTACTS]) | {
-        "share_within_24h": share(done[CASE_TO_CONTACTS], 24 * HOUR), "waiting": len(open_[CASE_TO_CONTACTS])}
-    tubes = summary(done[COLLECTION_TO_RESULT]) | {
-        "share_within_12h": share(done[COLLECTION_TO_RESULT], 12 * HOUR),
-        "share_within_24h": share(done[COLLECTION_TO_RESULT], 24 * HOUR),
-        "waiting": len(open_[COLLECTION_TO_RESULT])}
-    classified = summary(done[POSITIVE_TO_CLASSIFIED]) | {
-        "unclassified": len(open_[POSITIVE_TO_CLASSIFIED]),
-        "oldest_unclassified_seconds": oldest(POSITIVE_TO_CLASSIFIED)}
-    returnees = {c: summary(by_category[c]) | {"waiting": open_by_category[c]}
-                 for c in sorted(categories | set(by_category))}
-    return {RESULT_TO_BED: bed, CASE_TO_CONTACTS: contacts, COLLECTION_TO_RESULT: tubes,
-            POSITIVE_TO_CLASSIFIED: classified, REGISTERED_TO_FIRST_TEST: {"by_category": returnees}}
+    return (whole.figures(seen_by(as_of)),
+            [{"date": d.isoformat(), "as_of": _iso(c), "intervals": t.figures(seen_by(c))}
+             for d, c, t in zip(days, cutoffs, daily, strict=True)])
+
+
+def figures(rows: list[tuple], day_from: date, day_to: date, as_of: datetime) -> dict:
+    """The intervals block for rows ended in [day_from, day_to], waiting as of ``as_of``."""
+    return tally(rows, day_from, day_to, as_of)[0]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def outcomes(session: AsyncSession, region_code: str | None, day_from: date, day_to: date,
@@ -122,13 +168,6 @@ async def outcomes(session: AsyncSession, region_code: str | None, day_from: dat
              .where(Interval.kind.in_(KINDS), region, Interval.start_at <= as_of,
                     or_(Interval.end_at.is_(None), Interval.end_at >= range_start)))
     rows = [(k, c, _aware(s), _aware(e), d) for k, c, s, e, d in (await session.execute(query)).all()]
-    days = []
-    day = day_from
-    while day <= day_to:
-        day_as_of = min(as_of, day_end(day))
-        days.append({"date": day.isoformat(), "as_of": day_as_of.isoformat().replace("+00:00", "Z"),
-                     "intervals": figures(rows, day, day, day_as_of)})
-        day += timedelta(days=1)
+    intervals, days = tally(rows, day_from, day_to, as_of)
     return {"region_code": region_code, "from": day_from.isoformat(), "to": day_to.isoformat(),
-            "as_of": as_of.isoformat().replace("+00:00", "Z"), "alert_seconds": ALERT_SECONDS,
-            "intervals": figures(rows, day_from, day_to, as_of), "days": days}
+            "as_of": _iso(as_of), "alert_seconds": ALERT_SECONDS, "intervals": intervals, "days": days}
