@@ -66,7 +66,7 @@ class Sizes:
     def smoke_run(cls) -> Sizes:
         return cls(smoke=True, people=2_000, prevalence=2e-3, clients=4, tubes_per_post=50, positive_samples=3,
                    background_rate=200, pool_tubes=200, pool_prevalence=0.02, pool_solo=3,
-                   plan=(40, 8, 8, 20_000), registry_import=20, registry_passes=100, kpi_queries=20,
+                   plan=(40, 8, 8, 20_000), registry_import=20, registry_passes=100, kpi_queries=10,
                    messages=2_000, payload_bytes=300, http_requests=300, screening_timeout=120)
 
     @classmethod
@@ -86,9 +86,14 @@ class Context:
         self.bootstrap, self.server_url, self.sizes = bootstrap, server_url, sizes
         self.stack, self.directory = stack, directory
         self.baselines: dict[str, dict] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._platform = None
 
     async def baseline(self, name: str) -> dict:
+        async with self._locks.setdefault(name, asyncio.Lock()):  # measured once, whoever asks first
+            return await self._baseline(name)
+
+    async def _baseline(self, name: str) -> dict:
         if name not in self.baselines:
             import _baselines
 
@@ -289,7 +294,8 @@ async def run(args: argparse.Namespace, bootstrap: str, server_url: str, sizes: 
             except Exception as exc:  # noqa: BLE001 - reported, and the scenarios that need them fail too
                 results["baseline_error"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
-            for name in names:
+
+            async def one(name: str) -> dict:
                 print(f"[{datetime.now(UTC):%H:%M:%S}] {name} …", flush=True)
                 started = time.perf_counter()
                 try:
@@ -299,8 +305,13 @@ async def run(args: argparse.Namespace, bootstrap: str, server_url: str, sizes: 
                     traceback.print_exc()
                     figures = {"error": f"{type(exc).__name__}: {exc}"[:2000],
                                "wall_s": round(time.perf_counter() - started, 1)}
-                results["scenarios"][name] = figures
                 print(f"  {name}: {json.dumps(figures, ensure_ascii=False, default=str)[:800]}", flush=True)
+                return figures
+
+            # One after another even in a smoke run: the services' Alembic migrations share
+            # process-wide state, and two apps starting side by side in one process collide.
+            for name in names:
+                results["scenarios"][name] = await one(name)
             results["baselines"] = ctx.baselines
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
