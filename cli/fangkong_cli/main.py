@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from fangkong_common.aio import cancel_and_wait
@@ -33,6 +34,19 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="where SQLite files and secrets live [env FANGKONG_DATA_DIR, default ./data]"),
 ]
+
+
+def _settings(factory, **overrides):
+    """Settings, or a clear message and exit 2: a refused production secret is an operator's
+    mistake, not a traceback."""
+    try:
+        return factory(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            where = f"FANGKONG_{field.upper()}: " if field else ""
+            console.print(f"[red]设置无效 (invalid settings): {where}{error['msg']}[/]")
+        raise typer.Exit(2) from None
 
 
 def _data_dir(option: Path | None) -> Path:
@@ -88,7 +102,7 @@ def token(
     data_dir: DataDir = None,
 ) -> None:
     """Print a signed token (for integrations and scripts)."""
-    settings = CommonSettings(**_overrides(_data_dir(data_dir)))
+    settings = _settings(CommonSettings, **_overrides(_data_dir(data_dir)))
     try:
         print(issue_token(settings.jwt_secret.get_secret_value(), role=role, regions=region or [], grids=grid or [],
                           sites=site or [], sub=sub,
@@ -122,7 +136,7 @@ def migrate(
             await ensure_postgres_databases(database_url, urls.values())
         for name in names:
             entry = SERVICES[name]
-            settings = entry.settings(**_overrides(_data_dir(data_dir)))
+            settings = _settings(entry.settings, **_overrides(_data_dir(data_dir)))
             url = urls.get(name) or settings.effective_database_url
             engine = create_engine(url)
             try:
@@ -171,7 +185,7 @@ def up(
         for name in created:
             console.print(f"created database {name}")
     # A laptop's terminal: readable warnings, unless FANGKONG_LOG_LEVEL / FANGKONG_LOG_JSON ask otherwise.
-    settings = CommonSettings(**overrides)
+    settings = _settings(CommonSettings, **overrides)
     configure_logging(settings.log_level if "FANGKONG_LOG_LEVEL" in os.environ else "WARNING",
                       json_logs=settings.log_json and "FANGKONG_LOG_JSON" in os.environ)
     platform = create_platform(overrides, per_service={n: {"database_url": u} for n, u in per_service.items()})
@@ -234,7 +248,7 @@ def serve(
     if service not in SERVICES:
         raise typer.BadParameter(f"choose from {SERVICE_NAMES}", param_hint="SERVICE")
     entry = SERVICES[service]
-    settings = entry.settings(**_overrides(_data_dir(data_dir)))
+    settings = _settings(entry.settings, **_overrides(_data_dir(data_dir)))
     configure_logging(settings.log_level, json_logs=settings.log_json)
     service_app = entry.create_app(settings)
     _run(_server(service_app, host, port).serve())

@@ -119,6 +119,7 @@ def test_production_refuses_default_or_short_secrets(tmp_path: Path, proof) -> N
         exits.append((label, done.returncode, round(time.monotonic() - started, 1)))
         assert done.returncode != 0, (label, done.stdout, done.stderr)
         assert "FANGKONG_JWT_SECRET" in done.stderr + done.stdout, (label, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, done.stderr[-2000:]  # one clear line for the operator
     proof.measured(f"{refused}/{len(cases)} weak settings refused; `fangkong serve registry` exit codes "
                    + ", ".join(f"{label} secret {code} in {secs} s" for label, code, secs in exits))
 
