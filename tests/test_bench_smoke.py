@@ -90,3 +90,23 @@ def test_the_document_is_rendered(smoke_run) -> None:
         assert cells[2] not in ("—", "") and not cells[2].startswith("failed"), row
         assert cells[5] == "— (not at goal size)", row  # a smoke run claims no goal
     assert "bare uvicorn endpoint" in document and "raw aiokafka" in document and "COPY" in document
+
+
+def test_the_table_claims_a_goal_only_at_its_size_and_a_stuck_sample_is_a_miss(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import _report
+
+    plan = {"sites": 1000, "labs": 200, "slots": 48, "median_total_s": 6.2, "solve_s": 2.0}
+    small_plan = dict(plan, sites=40, median_total_s=0.1)
+    stuck = {"samples": 50, "completed": 2, "timeout_s": 60.0, "timed_out": {"sample": 2, "waiting_for": ["counter"]},
+             "background_events_per_s": 990, "completed_max_ms": 1234.0, "dashboard_behind_collected_events": 5000,
+             "p99_ms": None}
+    results = {"scenarios": {"plan": plan, "positive": stuck, "kpi": {"error": "SystemExit: boom"}},
+               "baselines": {"http": {"p99_ms": 10.0}}}
+    rows = {row["scenario"]: row for row in _report.rows(results)}
+    assert rows["plan"]["met"] is False and rows["plan"]["ratio"] == 3.1  # at its size: 6.2 s misses ≤ 5 s
+    assert rows["positive"]["met"] is False and rows["positive"]["measured"].startswith("> 60")
+    assert "counter" in rows["positive"]["measured"]
+    assert rows["kpi"]["met"] is False and rows["kpi"]["measured"].startswith("failed: SystemExit: boom")
+    [small] = _report.rows({"scenarios": {"plan": small_plan}, "baselines": {}})
+    assert small["met"] is None  # fast, but not at the goal's size: no claim
