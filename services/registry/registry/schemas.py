@@ -158,6 +158,10 @@ class RiskAreaIn(Strict):
     def _window(self) -> "RiskAreaIn":
         if self.effective_to is not None and self.effective_to < self.effective_from:
             raise ValueError("effective_to is before effective_from")
+        # The look-back window is computed from effective_from: 0001-01-01 overflowed into a 500.
+        for day in (self.effective_from, self.effective_to):
+            if day is not None and not 2000 <= day.year <= 2100:
+                raise ValueError(f"风险区日期须在2000至2100年之间 (dates of a risk area lie in 2000-2100, got {day})")
         return self
 
 
