@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
-
 from fangkong_common.auth import issue_token
 from fangkong_common.testing import ServiceHarness, running
+from fastapi import FastAPI
 
 # --import-mode=importlib puts no test folder on sys.path: make the shared helpers importable.
 sys.path.insert(0, str(Path(__file__).parent))

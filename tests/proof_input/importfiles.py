@@ -9,9 +9,8 @@ import zipfile
 from collections.abc import Iterable
 from datetime import date, timedelta
 
-from openpyxl import Workbook
-
 from fangkong_common.identity import make_resident_id
+from openpyxl import Workbook
 
 HEADER = ["证件类型", "证件号码", "姓名", "手机号码", "现住地行政区划代码", "网格", "现住址", "来源类型",
           "来源国家或地区代码", "来源地行政区划代码", "抵达日期", "入境口岸行政区划代码", "交通方式", "航班车次",

@@ -9,9 +9,8 @@ import io
 from datetime import timedelta
 
 import pytest
-from openpyxl import load_workbook
-
 from dashboard.domain.rules import today_local
+from openpyxl import load_workbook
 
 from conftest import bearer
 

@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from fangkong_common.testing import ServiceHarness, running
+from importfiles import HEADER, csv_bytes, resident_id, row, xlsx_bytes, zip_bomb_xlsx
 from sqlalchemy import func, select
 
-from fangkong_common.testing import ServiceHarness, running
-
 from conftest import bearer, build_app
-from importfiles import HEADER, csv_bytes, resident_id, row, xlsx_bytes, zip_bomb_xlsx
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -96,7 +95,8 @@ async def test_import_refuses_broken_files_whole_and_stores_nothing(tmp_path, pr
     proof.injected("truncated XLSX, random bytes as .xlsx, a zip without a workbook, empty CSV, a row of NUL bytes, "
                    ".txt, header-only CSV, 1.2 MB of good UTF-8 rows then GBK bytes, a formula cell in XLSX")
     good = xlsx_bytes([row(i) for i in range(30)])
-    import zipfile, io  # noqa: E401 - local to the one case that builds a zip by hand
+    import io
+    import zipfile
 
     no_workbook = io.BytesIO()
     with zipfile.ZipFile(no_workbook, "w") as archive:

@@ -4,15 +4,19 @@ a commander token of one city): no 5xx, no answer that breaks the service's own 
 from __future__ import annotations
 
 import pytest
+from fuzz import fuzz
 
 from conftest import SERVICES
-from fuzz import fuzz
 
 # Defects schemathesis found in this round, fixed in the services (each its own commit):
 FOUND_AND_FIXED = [
-    "401/403/404/409/400/503 answers undocumented in every service's schema (libs/common app.py)",
+    "400/401/403/404/409/503 answers undocumented in every service's schema (libs/common app.py)",
     "GET /metrics documented as JSON, served as Prometheus text",
+    "dashboard daily report (XLSX/PDF), exports (CSV/XLSX) and live feed (SSE) content types undocumented",
+    "integers past 64 bits in people targets, gathering sizes, reagent stock: 500 (OverflowError)",
     "timestamps read back from SQLite without their UTC offset: not RFC 3339 date-times in answers",
+    "risk area effective_from 0001-01-01: 500 (date overflow in the look-back window)",
+    "PATCH /testing/labs opens_at '24:14': 500 (passed the pattern, not the planner)",
 ]
 
 
@@ -38,8 +42,8 @@ def test_schemathesis_finds_nothing(service: str, tmp_path, proof) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 @pytest.mark.parametrize("role", ["admin", "commander"])
 def test_schemathesis_deep(service: str, role: str, tmp_path, proof) -> None:
-    proof.injected(f"schemathesis, 100 examples per operation and mode + 30 stateful runs, {service}, {role} token")
-    report = fuzz(service, tmp_path, max_examples=100, stateful_examples=30, role=role,
+    proof.injected(f"schemathesis, 50 examples per operation and mode + 20 stateful runs, {service}, {role} token")
+    report = fuzz(service, tmp_path, max_examples=50, stateful_examples=20, role=role,
                   regions=() if role == "admin" else ("440300",))
     proof.measured(report.summary())
     _assert_clean(report)
