@@ -34,8 +34,10 @@ def order_request(envelope: Envelope) -> service.OrderRequest | None:
                       served_days=payload.served_quarantine_days)
         cause = f"returned:{payload.category.value}"
     elif isinstance(payload, PersonRiskFlagged):
+        # An area still in force has an open window (the registry sends a far-future end): nobody
+        # was exposed after the flag was raised, and a date near date.max would overflow the plan.
         facts = Facts(category=f"risk_flagged_{payload.level.value}", order_date=opened,
-                      exposure_date=local_date(payload.window_end))
+                      exposure_date=local_date(min(payload.window_end, envelope.occurred_at)))
         cause = "risk_flagged"
     elif isinstance(payload, ContactIdentified):
         facts = Facts(category=f"contact_degree_{payload.degree}", order_date=opened,

@@ -126,3 +126,48 @@ async def test_stage_moves_over_many_orders_free_every_room_and_request_every_tr
     again = await _run(h, "2026-07-10")
     assert (again.stages_moved, again.placed) == (0, 0)
     assert await _count(h, select(func.count()).select_from(Transfer)) == 60
+
+
+async def test_a_one_day_order_opened_after_its_days_run_is_tested_before_its_release(
+        service: ServiceHarness) -> None:
+    """其他省外返回: one day of monitoring and one test. Opened in the afternoon, after that day's
+    run, the next run releases it — and must ask for its test first, or it is never asked."""
+    h = service
+    assert (await _run(h, "2026-07-01")).tests_due == 0
+    returnees = await _open(h, "other-province", 3, Facts("domestic_other", date(2026, 7, 1),
+                                                          arrival_date=date(2026, 7, 1)), "2026-07-01")
+    report = await _run(h, "2026-07-02")
+    assert (report.released, report.tests_due) == (3, 3)
+    async with h.session() as session:
+        ids = dict((await session.execute(select(Order.id, Order.person_key))).all())
+        rows = (await session.scalars(select(OutboxMessage.envelope)
+                                      .where(OutboxMessage.topic == "quarantine.test_due"))).all()
+    due = [json.loads(r)["payload"] for r in rows]
+    assert sorted(ids[p["order_id"]] for p in due) == sorted(returnees)
+    assert {p["due_date"] for p in due} == {"2026-07-01"}
+    assert (await _run(h, "2026-07-02")).tests_due == 0  # asked once
+
+
+async def test_a_risk_flag_of_an_area_still_in_force_opens_an_order_counted_from_the_flag(
+        service: ServiceHarness) -> None:
+    """The registry sends an open window's end as a far-future instant; the order counts from the
+    day of the flag (nobody was exposed later) instead of overflowing the calendar."""
+    from fangkong_common.events.envelope import Envelope
+    from fangkong_common.events.schemas import PersonRiskFlagged
+    from quarantine.consumers import open_orders
+
+    h = service
+    person = h.person_key("risk-open-window")
+    flagged = at("2026-07-03")
+    event = Envelope.wrap(PersonRiskFlagged(
+        person_key=person, region_code="420102", risk_area_id="area-1", risk_area_region_code="110105",
+        level="medium", window_start=flagged - timedelta(days=14),
+        window_end=datetime(9999, 12, 30, tzinfo=UTC)), source="registry", key=person, occurred_at=flagged)
+    async with h.session() as session, session.begin():
+        await open_orders(session, [event])
+    async with h.session() as session:
+        order = (await session.execute(select(Order.release_date, Order.facts)
+                                       .where(Order.person_key == person))).one()
+    assert order.facts["exposure_date"] == "2026-07-03"
+    # 14 days of monitoring after the exposure day, released the morning after
+    assert order.release_date == date(2026, 7, 18)

@@ -62,18 +62,21 @@ async def run_daily(session: AsyncSession, now: datetime, *, checkins_per_day: i
         row.applied_at = now
         report.policies_applied += 1
         report.orders_replanned += row.replanned_orders
-    # 2. releases: the last stage has ended
+    # 2. tests due up to today of orders still active, before any release: a one-day order opened
+    #    after its day's run (其他省外返回: one test) would otherwise be released untested
+    report.tests_due = await _emit_due_tests(session, now)
+    # 3. releases: the last stage has ended
     report.released = await _release_due(session, now, low_share)
-    # 3. stage moves and rooms for those still waiting for one
+    # 4. stage moves and rooms for those still waiting for one
     moved, placed = await advance_stages(session, now, low_share)
     report.stages_moved, report.placed = moved, placed
-    # 4. positives still waiting for a bed
+    # 5. positives still waiting for a bed
     report.cases_admitted = await admit_waiting(session, now, low_share)
-    # 5. missed check-ins yesterday -> alert and a test now
+    # 6. missed check-ins yesterday -> alert and a test now
     if checkins_per_day > 0:
         report.missed_checkins = await _missed_checkins(session, now, checkins_per_day)
-    # 6. tests due today (and any a stopped scheduler left behind)
-    report.tests_due = await _emit_due_tests(session, now)
+    # 7. the tests step 6 asked for today
+    report.tests_due += await _emit_due_tests(session, now)
     return report
 
 
