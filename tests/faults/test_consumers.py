@@ -370,7 +370,10 @@ async def test_a_producer_killed_while_publishing_loses_nothing_and_its_republis
     on_broker: list[str] = []
     for topic in (topics.TEST_COLLECTED, topics.TEST_NEGATIVE):
         for message in await read_topic(bootstrap(platform), wire(platform, topic)):
-            envelope = Envelope.from_bytes(message.value)
+            try:
+                envelope = Envelope.from_bytes(message.value)
+            except ValueError:
+                continue  # another test's poison message on the shared topics
             if envelope.payload.get("region_code") == region:
                 on_broker.append(str(envelope.id))
     duplicates = len(on_broker) - len(set(on_broker))
