@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Path, Query, Request, Response, UploadFile, status
 from sqlalchemy import and_, select
 
 from fangkong_common import clock
@@ -57,7 +57,7 @@ async def list_persons(principal: Reader, session: DbSession, registry: Registry
                        grid: str | None = None, category: ReturneeCategory | None = None,
                        q: Annotated[str | None, Query(max_length=100)] = None,
                        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> schemas.Page[schemas.PersonOut]:
+                       offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> schemas.Page[schemas.PersonOut]:
     persons, total = await registry.list_persons(session, principal, region_code=region_code, grid=grid,
                                                  category=category.value if category else None, q=q, limit=limit,
                                                  offset=offset)
@@ -111,7 +111,7 @@ async def possible_duplicates(principal: Commander, session: DbSession,
 
 
 @router.patch("/duplicates/{duplicate_id}", response_model=schemas.DuplicateOut)
-async def review_duplicate(duplicate_id: int, body: schemas.DuplicateReview, principal: Commander,
+async def review_duplicate(duplicate_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: schemas.DuplicateReview, principal: Commander,
                            session: DbSession) -> schemas.DuplicateOut:
     """A commander's verdict; both directions of the pair get it. Records are never merged here."""
     row = await session.scalar(select(PossibleDuplicate).join(Person, Person.person_key == PossibleDuplicate.person_key)
