@@ -168,7 +168,7 @@ async def list_orders(
                        Query(alias="status")] = None,
     site_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> OrderPage:
     conditions = [order_clause(principal)]
     if person_id:
