@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from fangkong_common.auth import Principal, Role, TokenError, decode_token, issue_token, require_region
 from fangkong_common.db import DbSession
@@ -69,7 +70,15 @@ Ledger = Annotated[Principal, Depends(roles(LEDGER))]
 Hooks = Annotated[Principal, Depends(roles(HOOKS))]
 AnyCaller = Annotated[Principal, Depends(caller)]
 RegionQ = Annotated[str | None, Query(pattern=r"^[0-9]{6}$", description="GB/T 2260 code; default: your region")]
-DateQ = Annotated[date | None, Query(description="a day in Beijing time; default: today")]
+def _platform_day(day: date) -> date:
+    # Ranges step back from a day (14 days of series): year 1 underflowed into a 500.
+    if not 2000 <= day.year <= 2100:
+        raise ValueError(f"日期须在2000至2100年之间 (a day in 2000-2100, got {day})")
+    return day
+
+
+Day = Annotated[date, AfterValidator(_platform_day)]
+DateQ = Annotated[Day | None, Query(description="a day in Beijing time; default: today")]
 LangQ = Annotated[Literal["zh", "zh-CN", "en"], Query(description="zh-CN by default, en for English")]
 
 
@@ -104,8 +113,8 @@ async def get_kpis(session: DbSession, principal: Reader, region_code: RegionQ =
 
 @router.get("/metrics")
 async def get_metrics(session: DbSession, principal: Reader, region_code: RegionQ = None,
-                      from_: Annotated[date | None, Query(alias="from")] = None,
-                      to: Annotated[date | None, Query()] = None,
+                      from_: Annotated[Day | None, Query(alias="from")] = None,
+                      to: Annotated[Day | None, Query()] = None,
                       names: Annotated[str | None, Query(description="comma-separated metric names; default all")] = None,
                       lang: LangQ = "zh") -> dict:
     region = scope(principal, region_code)
@@ -125,9 +134,9 @@ async def get_metrics(session: DbSession, principal: Reader, region_code: Region
 
 @router.get("/outcomes")
 async def get_outcomes(session: DbSession, principal: Reader, region_code: RegionQ = None,
-                       from_: Annotated[date | None, Query(alias="from", description="first day (Beijing time); "
+                       from_: Annotated[Day | None, Query(alias="from", description="first day (Beijing time); "
                                                             "default: 13 days before to")] = None,
-                       to: Annotated[date | None, Query(description="last day; default: today")] = None) -> dict:
+                       to: Annotated[Day | None, Query(description="last day; default: today")] = None) -> dict:
     """四早 outcome intervals (result → bed, case → contacts under order, collection → result,
     positive → classified, returnee registered → first test): count, nearest-rank median and p90,
     max in seconds, for the range and per day, with what is still waiting as of ``as_of``."""
@@ -297,7 +306,7 @@ async def update_rectification(session: DbSession, principal: Ledger, rectificat
 @router.get("/stream", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
 async def live_stream(request: Request, principal: Reader, region_code: RegionQ = None,
-                      since: Annotated[int | None, Query(ge=0, description="resume after this change id")] = None,
+                      since: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="resume after this change id")] = None,
                       max_events: Annotated[int | None, Query(ge=1, le=10000,
                                                               description="close after this many changes "
                                                                           "(long-polling clients)")] = None
