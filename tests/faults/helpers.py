@@ -14,6 +14,11 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    NotCoordinatorForGroupError,
+)
 from fangkong_common.auth import Role
 from fangkong_common.identity import make_resident_id
 
@@ -188,7 +193,20 @@ def wire(platform: MultiProcessPlatform, name: str) -> str:
 
 
 async def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    """Per partition: end offset minus the group's committed offset (both broker-side names)."""
+    """Per partition: end offset minus the group's committed offset (both broker-side names).
+    A broker just started may not have a coordinator for the group yet: asked again for 20 s."""
+    topics = list(topics)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return await _group_lag(bootstrap, group, topics)
+        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError, CoordinatorLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _group_lag(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
