@@ -17,6 +17,8 @@ FOUND_AND_FIXED = [
     "timestamps read back from SQLite without their UTC offset: not RFC 3339 date-times in answers",
     "risk area effective_from 0001-01-01: 500 (date overflow in the look-back window)",
     "PATCH /testing/labs opens_at '24:14': 500 (passed the pattern, not the planner)",
+    "offsets, a duplicate id and the live feed's since past 64 bits: 500 (registry, quarantine, dashboard)",
+    "dashboard days before year 100 (to=0001-01-01): 500 (the 14-day range underflowed)",
 ]
 
 
@@ -31,7 +33,7 @@ def _assert_clean(report) -> None:
 def test_schemathesis_finds_nothing(service: str, tmp_path, proof) -> None:
     proof.injected(f"schemathesis 4.32: positive + negative cases for every operation of {service}'s "
                    "OpenAPI schema, then stateful runs along inferred links (admin token, SQLite)")
-    report = fuzz(service, tmp_path, max_examples=6, stateful_examples=3)
+    report = fuzz(service, tmp_path, max_examples=4, stateful_examples=2)
     proof.measured(report.summary() + f"; defects found and fixed this round (all services): {len(FOUND_AND_FIXED)}")
     _assert_clean(report)
     assert report.operations >= 10 and report.cases >= 5 * report.operations
