@@ -242,3 +242,43 @@ async def test_pool_ratios_at_their_boundaries(testing_service, proof) -> None:
                    "1000, 20 with nobody")
     proof.measured("1-in-1, 5-in-1 and 20-in-1 (max) accepted; ratio 0, -5, 3, 21, 1000, more people than the "
                    "ratio and an empty pool: 422 naming the field")
+
+
+@pytest.mark.proof("bad input")
+async def test_dashboard_counts_positives_on_the_beijing_day(dashboard, proof) -> None:
+    """A result at 23:59:59 Beijing time is the old day's, one at 00:00 the new day's, however the
+    moment is written (+08:00 or UTC); across a year end and a month end."""
+    from fangkong_common.events.schemas import TestPositive
+
+    h = dashboard
+    moments = {  # resulted_at as the lab wrote it → the Beijing day it must count on
+        "2026-12-31T23:59:59+08:00": "2026-12-31",
+        "2026-12-31T16:00:00+00:00": "2027-01-01",
+        "2027-01-01T00:00:00+08:00": "2027-01-01",
+        "2027-01-31T15:59:59Z": "2027-01-31",
+        "2027-01-31T16:30:00+00:00": "2027-02-01",
+    }
+    envelopes = []
+    for n, text in enumerate(moments):
+        moment = datetime.fromisoformat(text)
+        payload = TestPositive(person_key=f"{n:064x}", barcode=f"P{n}", lab_id="lab-1", region_code="440305",
+                               resulted_at=moment)
+        envelopes.append(Envelope.wrap(payload, source="testing", key=payload.person_key, occurred_at=moment))
+    await h.bus.publish(envelopes)
+    expected: dict[str, int] = {}
+    for day in moments.values():
+        expected[day] = expected.get(day, 0) + 1
+    headers = bearer(h.app, "commander", [SZ_CITY])
+
+    async def counted():
+        response = await h.client.get("/dashboard/metrics", headers=headers, params={
+            "region_code": SZ_CITY, "names": "positives", "from": "2026-12-30", "to": "2027-02-02"})
+        assert response.status_code == 200, response.text
+        got = {p["date"]: p["value"] for p in response.json()["series"][0]["points"] if p["value"]}
+        assert got == expected, got
+        return got
+
+    got = await eventually(counted, timeout=30)
+    proof.injected("5 positives resulted at 23:59:59 and 00:00 Beijing time around 2027-01-01 and 2027-02-01, "
+                   "written with +08:00 and with UTC offsets")
+    proof.measured(f"counted per Beijing day {got} (expected {expected})")

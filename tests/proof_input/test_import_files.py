@@ -92,7 +92,7 @@ async def test_import_reports_each_bad_row_in_every_encoding(tmp_path, proof) ->
 
 @pytest.mark.proof("bad input")
 async def test_import_refuses_broken_files_whole_and_stores_nothing(tmp_path, proof) -> None:
-    proof.injected("truncated XLSX, random bytes as .xlsx, a zip without a workbook, empty CSV, a row of NUL bytes, "
+    proof.injected("truncated XLSX, random bytes as .xlsx and as .csv, UTF-16, a zip without a workbook, empty CSV, a row of NUL bytes, "
                    ".txt, header-only CSV, 1.2 MB of good UTF-8 rows then GBK bytes, a formula cell in XLSX")
     good = xlsx_bytes([row(i) for i in range(30)])
     import io
@@ -111,6 +111,8 @@ async def test_import_refuses_broken_files_whole_and_stores_nothing(tmp_path, pr
         "empty.csv": b"",
         "list.txt": csv_bytes([row(2)]),
         "mixed-encodings.csv": mixed,
+        "garbage.csv": bytes(range(256)) * 40,
+        "utf16.csv": csv_bytes([row(3)]).decode("utf-8").encode("utf-16"),  # Excel's "Unicode text"
     }
     refused = []
     async with registry_with(tmp_path) as h:
