@@ -142,7 +142,7 @@ async def test_checkpoint_temperatures_and_offsets_around_midnight(registry, pro
     assert [r.status_code for r in refused] == [422] * len(refused), [(r.status_code, r.text[:200]) for r in refused]
     events = sorted(await fever_events(h), key=lambda e: e["temperature_c"])
     assert [e["temperature_c"] for e in events] == [37.3, 38.5, 38.6]
-    observed = {e["temperature_c"]: datetime.fromisoformat(e["observed_at"].replace("Z", "+00:00")) for e in events}
+    observed = {e["temperature_c"]: datetime.fromisoformat(e["observed_at"]) for e in events}
     instant = datetime(2026, 12, 31, 16, 30, tzinfo=UTC)
     assert observed[38.5] == instant and observed[38.6] == instant, observed
     proof.injected("checkpoint temperatures 37.2/37.3 (threshold), 29.9, 45.1, -1, 1e308, NaN, '37.3℃'; one "
