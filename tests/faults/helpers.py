@@ -58,7 +58,7 @@ class Load:
         self.client = httpx.AsyncClient(timeout=timeout, headers=platform.headers(Role.admin))
         self.site_id = ""
         self.lab_id = ""
-        self.last_error = ""  # the last 5xx other than 503, as the service answered it
+        self.last_error = ""  # the last error other than 503, as the service answered it
         self._seq = 0
 
     async def aclose(self) -> None:
@@ -110,8 +110,8 @@ class Load:
             self.truth.statuses["refused"] += 1
             return "refused"
         self.truth.statuses[response.status_code] += 1
-        if response.status_code >= 500 and response.status_code != 503:
-            # A 500 is a defect in itself: keep what the service said for the assertion message.
+        if response.status_code >= 400 and response.status_code != 503:
+            # Not the answer of an outage: keep what the service said for the assertion message.
             self.last_error = f"{path} {response.status_code} after {time.monotonic() - started:.1f} s: " \
                               f"{response.text[:300]}"
         return response.status_code

@@ -47,6 +47,26 @@ class OwnPostgres:
     def stop(self, mode: str = "fast") -> None:
         script("postgres", "stop", "--dir", str(self.directory), "--mode", mode)
 
+    async def make_durable(self) -> None:
+        """scripts/postgres turns fsync and synchronous_commit off for speed: a commit is
+        acknowledged before it is on disk, and a crash (immediate shutdown) loses it. A restart
+        test must run on a durable server, or a "lost write" is the cluster's, not the
+        platform's. ALTER SYSTEM lands in postgresql.auto.conf, read after the script's file."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                await conn.execute(f"ALTER SYSTEM SET {setting} = on")
+            await conn.execute("SELECT pg_reload_conf()")
+            await conn.execute("CHECKPOINT")
+            values = {row["name"]: row["setting"] for row in await conn.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', "
+                "'full_page_writes')")}
+        finally:
+            await conn.close()
+        assert values == {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}, values
+
     def start(self) -> None:
         script("postgres", "start", "--dir", str(self.directory))
 

@@ -119,6 +119,7 @@ PROBES = {  # one read per service that needs its database
 async def test_postgres_restarted_under_load_services_answer_503_and_recover_within_10_seconds(
     own_postgres: OwnPostgres, kafka_broker, tmp_path: Path, proof, mode: str,
 ) -> None:
+    await own_postgres.make_durable()  # a write acknowledged must survive the crash of the server
     platform = await asyncio.to_thread(start_platform, kafka_broker.url, own_postgres.database_url(
         f"fp_{uuid.uuid4().hex[:8]}"), tmp_path / "platform")
     region = "440310"
@@ -163,7 +164,7 @@ async def test_postgres_restarted_under_load_services_answer_503_and_recover_wit
                 failed_batches.append(barcodes)
             await asyncio.sleep(0.05)
 
-    proof.injected(f"PostgreSQL stopped ({mode} shutdown) for 8 s and started again while a client posts tubes and "
+    proof.injected(f"PostgreSQL (durable: fsync and synchronous_commit on) stopped ({mode} shutdown) for 8 s and started again while a client posts tubes and "
                    "results to the testing service and reads every service's API every 0.1 s")
     try:
         await load.setup()
@@ -191,8 +192,8 @@ async def test_postgres_restarted_under_load_services_answer_503_and_recover_wit
         resent = 0
         for barcodes in failed_batches:
             if set(barcodes) - load.truth.collected:
-                assert await load.post_tubes(barcodes), load.truth.statuses
-            assert await load.post_results({b: "negative" for b in barcodes}), load.truth.statuses
+                assert await load.post_tubes(barcodes), (load.truth.statuses, load.last_error)
+            assert await load.post_results({b: "negative" for b in barcodes}), (load.truth.statuses, load.last_error)
             resent += 1
         expected = load.truth.expected()
         counts, _ = await wait_for_counts(platform, region, expected, timeout=120)
