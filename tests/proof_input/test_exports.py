@@ -17,8 +17,14 @@ from conftest import bearer
 PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PAYLOADS = [f'{p}HYPERLINK("http://evil.example","点我")' for p in PREFIXES] + [
     "=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0", "+1 卡点未测温"]
-TABLES = ("kpis", "metrics", "series", "regions", "sites", "vaccination", "missing_units", "rectifications",
-          "unit_reports")
+
+
+def export_tables(app) -> list[str]:
+    """Every table GET /dashboard/exports/{table} offers, read from the service's own schema (a new
+    export is covered without touching this test)."""
+    [parameter] = [p for p in app.openapi()["paths"]["/dashboard/exports/{table}"]["get"]["parameters"]
+                   if p["name"] == "table"]
+    return parameter["schema"]["enum"]
 
 
 def _is_number(text: str) -> bool:
@@ -57,7 +63,9 @@ async def test_every_export_neutralises_formulas(dashboard, proof) -> None:
 
     cells = dangerous = found = 0
     seen: set[str] = set()
-    for table in TABLES:
+    tables = export_tables(h.app)
+    assert {"rectifications", "unit_reports", "missing_units"} <= set(tables)
+    for table in tables:
         for fmt in ("csv", "xlsx"):
             response = await h.client.get(f"/dashboard/exports/{table}", params={"format": fmt}, headers=sz)
             assert response.status_code == 200, (table, fmt, response.text[:200])
@@ -81,5 +89,5 @@ async def test_every_export_neutralises_formulas(dashboard, proof) -> None:
     assert not [c.coordinate for r in sheet.iter_rows() for c in r if c.data_type == "f"]
     assert dangerous == 0
     assert seen == set(PAYLOADS), set(PAYLOADS) - seen  # every payload did reach an export, quoted
-    proof.measured(f"{len(TABLES)} tables × CSV+XLSX + daily report: {cells:,} cells read, {found} hostile "
+    proof.measured(f"{len(tables)} tables × CSV+XLSX + daily report: {cells:,} cells read, {found} hostile "
                    f"cells each exported with a leading quote, {dangerous} evaluable, 0 formula cells in XLSX")
