@@ -31,6 +31,10 @@ class ResidentId:
 
 def parse_resident_id(number: str, *, today: date | None = None) -> ResidentId:
     """Validate fully and decode; raises IdNumberError saying which part is wrong."""
+    if len(number) == 15 and number.isascii() and number.isdigit():
+        # First-generation cards (before 1999) had 15 digits; all of them expired by 2013.
+        raise IdNumberError("length", "15位旧身份证号码已停用，请填写18位号码 (a 15-digit first-generation "
+                                      "number: give the 18-digit number of the current card)")
     if len(number) != 18:
         raise IdNumberError("length", f"居民身份证号码应为18位，实际{len(number)}位 (a resident ID has 18 characters, got {len(number)})")
     body, last = number[:17], number[17]
