@@ -76,6 +76,8 @@ async def test_resident_id_numbers_at_their_boundaries(registry, proof) -> None:
             wrong.append((what, number, response.status_code, detail))
         elif response.status_code == 422:
             assert detail[0]["loc"][-1] == "id_number" and detail[0]["msg"], detail
+            if len(number) == 15:
+                assert "15位" in detail[0]["msg"] and "18位" in detail[0]["msg"], detail
     assert not wrong, wrong
     proof.injected(f"{len(cases)} ID numbers: check character, x/X, full-width, 15/17/19 characters, 0229 in "
                    "leap and non-leap years (2000, 1900, 2023), 0431, month 13, born tomorrow, 1869, province 99")
