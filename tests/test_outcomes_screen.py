@@ -4,47 +4,19 @@ intervals from events, the longest wait for a bed and the oldest unclassified po
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
-import uvicorn
 
 from fangkong_cli.platform import create_platform
 from fangkong_common.events import schemas as ev
 from fangkong_common.events.envelope import Envelope
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts"
+from tests.browser import ARTIFACTS, CHROMIUM, needs_chromium, serving
+from tests.multiprocess import free_port
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by scripts/test")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.asynccontextmanager
-async def serving(app, port: int):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
+pytestmark = needs_chromium
 
 
 def key(name: str) -> str:
