@@ -259,6 +259,7 @@ class World:
         results: list[dict] = []
         pools: list[Tube] = []
         positives: list[Person] = []
+        first_results: list[dict] = []  # each new positive's result, in the order of ``positives``
         cursor = 0
         for n, tube in enumerate(ready):
             while cursor < len(self.labs) - 1 and n >= len(ready) * sum(
@@ -277,6 +278,7 @@ class World:
                 if person.positive_at is None:
                     person.positive_at = at
                     positives.append(person)
+                    first_results.append(results[-1])
         # Infected members of a positive pool are registered before their retest (流调 starts
         # at the pool result), so the simulator knows them by key when the retest order comes.
         suspects = [p for pool in pools for p in pool.members
@@ -287,7 +289,15 @@ class World:
         async def post(batch: list[dict]) -> None:
             await self.api.call("testing", "POST", "/testing/results", json={"results": batch}, records=len(batch))
 
-        await self.api.gather(post(results[i:i + BATCH]) for i in range(0, len(results), BATCH))
+        # New positives one at a time, each taken in by the quarantine before the next: when beds
+        # run short, who gets the last one must not depend on which concurrent request or bus
+        # partition came first (the same seed would otherwise classify other people).
+        sequenced = {id(r) for r in first_results}
+        rest = [r for r in results if id(r) not in sequenced]
+        await self.api.gather(post(rest[i:i + BATCH]) for i in range(0, len(rest), BATCH))
+        for person, result in zip(positives, first_results, strict=True):
+            await post([result])
+            await self.await_quarantine_cases([person])
         for tube, result in zip(ready, results, strict=True):
             self.truth.add("resulted", at, barcode=tube.barcode, result=result["result"], lab=self.lab_name(result["lab_id"]),
                            collected_at=iso(tube.collected_at))
@@ -325,6 +335,9 @@ class World:
 
         # The quarantine learns of them from the same events (a bed at once): wait for it too, so
         # what the next step reads (cases to classify, beds) does not depend on how busy it was.
+        await self.await_quarantine_cases(people)
+
+    async def await_quarantine_cases(self, people: Sequence[Person]) -> None:
         async def admitted() -> bool:
             cases = await self.api.call("quarantine", "GET", "/quarantine/cases",
                                         params={"classified": "false", "limit": 1000})
