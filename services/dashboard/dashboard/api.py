@@ -34,6 +34,17 @@ READERS = {Role.admin, Role.commander, Role.viewer, Role.integration}
 LEDGER = {Role.admin, Role.commander}
 HOOKS = {Role.admin, Role.commander, Role.integration}
 MAX_SERIES_DAYS = 366
+
+
+def day_range(from_: date | None, to: date | None) -> tuple[date, date]:
+    """The days a series or interval query covers: to defaults to today, from to 13 days before."""
+    day_to = to or today_local()
+    day_from = from_ or day_to - timedelta(days=13)
+    if day_from > day_to:
+        raise Invalid(["query", "from"], "from must not be after to (起始日期不能晚于结束日期)")
+    if (day_to - day_from).days >= MAX_SERIES_DAYS:
+        raise Invalid(["query", "from"], f"at most {MAX_SERIES_DAYS} days per request (每次最多 {MAX_SERIES_DAYS} 天)")
+    return day_from, day_to
 STATIC = Path(__file__).parent / "static"
 
 
@@ -118,12 +129,7 @@ async def get_metrics(session: DbSession, principal: Reader, region_code: Region
                       names: Annotated[str | None, Query(description="comma-separated metric names; default all")] = None,
                       lang: LangQ = "zh") -> dict:
     region = scope(principal, region_code)
-    day_to = to or today_local()
-    day_from = from_ or day_to - timedelta(days=13)
-    if day_from > day_to:
-        raise Invalid(["query", "from"], "from must not be after to")
-    if (day_to - day_from).days >= MAX_SERIES_DAYS:
-        raise Invalid(["query", "from"], f"at most {MAX_SERIES_DAYS} days per request")
+    day_from, day_to = day_range(from_, to)
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else list(METRICS)
     unknown = [n for n in wanted if n not in METRICS]
     if unknown:
@@ -141,12 +147,7 @@ async def get_outcomes(session: DbSession, principal: Reader, region_code: Regio
     positive → classified, returnee registered → first test): count, nearest-rank median and p90,
     max in seconds, for the range and per day, with what is still waiting as of ``as_of``."""
     region = scope(principal, region_code)
-    day_to = to or today_local()
-    day_from = from_ or day_to - timedelta(days=13)
-    if day_from > day_to:
-        raise Invalid(["query", "from"], "from must not be after to (起始日期不能晚于结束日期)")
-    if (day_to - day_from).days >= MAX_SERIES_DAYS:
-        raise Invalid(["query", "from"], f"at most {MAX_SERIES_DAYS} days per request (每次最多 {MAX_SERIES_DAYS} 天)")
+    day_from, day_to = day_range(from_, to)
     return await outcomes.outcomes(session, region, day_from, day_to)
 
 
