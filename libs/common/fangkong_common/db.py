@@ -44,15 +44,32 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _dialect_name(target) -> str:
+    name = target if isinstance(target, str) else getattr(target, "dialect", None) and target.dialect.name
+    return name or target.get_bind().dialect.name
+
+
+def one_of(target, column, values):
+    """``column IN values`` for a batch of keys (thousands). On PostgreSQL it is sent as
+    ``= ANY($1)`` with the values as one array parameter: SQLAlchemy renders an IN list bind by
+    bind at every execution, which cost a fifth of the dashboard projection's time (py-spy).
+    ``target`` as for ``dialect_insert``."""
+    values = list(values)
+    if _dialect_name(target) == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
 def dialect_insert(target, table):
     """INSERT with ON CONFLICT for the database in use (PostgreSQL or SQLite).
 
     ``target``: a session, a connection or a dialect name. An ORM class is inserted
     as its Core table, so an executemany stays a plain cursor.executemany.
     """
-    name = target if isinstance(target, str) else getattr(target, "dialect", None) and target.dialect.name
-    if not name:
-        name = target.get_bind().dialect.name
+    name = _dialect_name(target)
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif name == "sqlite":

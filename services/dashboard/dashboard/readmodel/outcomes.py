@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashboard.domain.rules import TREATMENT_SITES, local_day
 from dashboard.models import ContactLink, Interval, Moment
 from dashboard.readmodel.store import IN_CHUNK, WRITE_CHUNK, load
-from fangkong_common.db import dialect_insert
+from fangkong_common.db import dialect_insert, one_of
 from fangkong_common.events import schemas as ev
 from fangkong_common.events.envelope import Envelope
 
@@ -130,7 +130,7 @@ class Outcomes:
             ordered = sorted(swabbed)
             for start in range(0, len(ordered), IN_CHUNK):
                 chunk = ordered[start:start + IN_CHUNK]
-                self.returnees.update((await s.scalars(query.where(Moment.subject.in_(chunk)))).all())
+                self.returnees.update((await s.scalars(query.where(one_of(s, Moment.subject, chunk)))).all())
         subjects = people | {c for c, _ in self.links} | {x for _, x in self.links} | self.barcodes | self.returnees
         for row in await load(s, Moment, "subject", subjects):
             at = _aware(row["at"]).astimezone(UTC)

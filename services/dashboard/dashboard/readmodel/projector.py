@@ -95,8 +95,6 @@ class Projector:
             if key:
                 once_keys.add(key)
         s = self.session
-        for row in await load(s, Fact, "person_key", persons):
-            self.facts[row["person_key"]].add((row["kind"], row["day"]))
         for row in await load(s, Returnee, "person_key", persons, lock=True):
             self.returnees.rows[(row["person_key"], row["arrival_date"])] = row
         for row in await load(s, TestDue, "person_key", persons, lock=True):
@@ -352,6 +350,16 @@ class Projector:
 
     # -- derived states ------------------------------------------------------------
 
+    async def load_facts(self) -> None:
+        """The stored facts of the people whose derived state may change: touched people with a
+        returnee, due-test or positive row. In mass testing that is a few of the ten thousand
+        people a batch swabs, so the facts of the others are written but never read."""
+        persons = {row["person_key"] for row in self.returnees.rows.values()}
+        persons |= {row["person_key"] for row in self.tests_due.rows.values() if row["tested_on"] is None}
+        persons |= set(self.positives.rows)
+        for row in await load(self.session, Fact, "person_key", persons & self.touched):
+            self.facts[row["person_key"]].add((row["kind"], row["day"]))
+
     def recompute(self) -> None:
         """States that depend on facts of other topics, recomputed from all the person's facts."""
         self.current_event = None
@@ -432,6 +440,7 @@ async def apply_batch(session: AsyncSession, envelopes: list[Envelope]) -> Outco
     await projector.load(items)
     for envelope, payload in items:
         projector.apply(envelope, payload)
+    await projector.load_facts()
     projector.recompute()
     await projector.write()
     await outcomes.apply(session, items)

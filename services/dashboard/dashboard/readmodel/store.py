@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fangkong_common.db import one_of
+
 IN_CHUNK = 2000
 WRITE_CHUNK = 500
 
@@ -28,7 +30,7 @@ async def load(session: AsyncSession, model, column: str, values: Iterable[Any],
     col = table.c[column]
     for start in range(0, len(values), IN_CHUNK):
         chunk = values[start:start + IN_CHUNK]
-        query = select(table).where(col.in_(chunk))
+        query = select(table).where(one_of(session, col, chunk))
         if lock and session.get_bind().dialect.name == "postgresql":
             query = query.order_by(*table.primary_key.columns).with_for_update()
         result = await session.execute(query)
