@@ -1,16 +1,19 @@
 """Consumer groups of the quarantine service (what it learns from other services' events).
 
 Orders are opened in batches (set-based writes: a wave of contacts arrives as
-tens of thousands of events); positives and negatives one by one.
+tens of thousands of events); positives one by one, the negatives between them in batches.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common.app import ConsumerSpec
 from fangkong_common.events import topics
 from fangkong_common.events.envelope import Envelope
+from fangkong_common.logs import correlation_id
 from fangkong_common.events.schemas import (
     ContactIdentified,
     PersonReturned,
@@ -56,15 +59,27 @@ async def open_orders(session: AsyncSession, envelopes: list[Envelope]) -> None:
         await service.open_orders(session, requests, max(e.occurred_at for e in envelopes))
 
 
-async def apply_test_result(session: AsyncSession, envelope: Envelope) -> None:
-    payload = envelope.parsed()
-    if isinstance(payload, TestPositive):
-        await service.admit_positive(session, person_key=payload.person_key, barcode=payload.barcode,
-                                     origin_hint=payload.origin_region_code or payload.region_code,
-                                     resulted_at=payload.resulted_at, now=envelope.occurred_at)
-    elif isinstance(payload, TestNegative):
-        await service.record_negative(session, member_keys=payload.member_keys, barcode=payload.barcode,
-                                      resulted_at=payload.resulted_at)
+async def apply_test_results(session: AsyncSession, envelopes: list[Envelope]) -> None:
+    """Positives one by one (each may take a bed); the negatives between them as one batch. The
+    batch keeps the order of the events: a positive sees every negative that came before it."""
+    negatives: list[tuple[list[str], str, datetime]] = []
+    for envelope in envelopes:
+        payload = envelope.parsed()
+        if isinstance(payload, TestNegative):
+            negatives.append((payload.member_keys, payload.barcode, payload.resulted_at))
+        elif isinstance(payload, TestPositive):
+            if negatives:
+                await service.record_negatives(session, negatives)
+                negatives = []
+            token = correlation_id.set(str(envelope.correlation_id))  # its logs name the lab's request
+            try:
+                await service.admit_positive(session, person_key=payload.person_key, barcode=payload.barcode,
+                                             origin_hint=payload.origin_region_code or payload.region_code,
+                                             resulted_at=payload.resulted_at, now=envelope.occurred_at)
+            finally:
+                correlation_id.reset(token)
+    if negatives:
+        await service.record_negatives(session, negatives)
 
 
 CONSUMERS: list[ConsumerSpec] = [
@@ -72,5 +87,5 @@ CONSUMERS: list[ConsumerSpec] = [
                  topics=[topics.PERSON_RETURNED, topics.PERSON_RISK_FLAGGED, topics.CONTACT_IDENTIFIED],
                  apply_batch=open_orders),
     ConsumerSpec(group="quarantine.results", topics=[topics.TEST_POSITIVE, topics.TEST_NEGATIVE],
-                 apply=apply_test_result),
+                 apply_batch=apply_test_results),
 ]

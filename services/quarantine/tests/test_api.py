@@ -370,6 +370,26 @@ async def test_negative_results_are_recorded_for_people_under_orders(service: Se
     assert [tuple(r) for r in rows] == [(c.person_key, "negative")]
 
 
+async def test_a_batch_of_negative_pools_is_recorded_once_per_person_and_tube(service: ServiceHarness) -> None:
+    h = service
+    first, second = contact(h, 11, "2026-06-25"), contact(h, 12, "2026-06-25")
+    await publish_at(h, at("2026-06-26"), first, second)
+    await eventually(lambda: orders_of(h, second.person_key))
+    pools = [TestNegative(barcode=f"P-{n}", lab_id="lab", region_code=HOME,
+                          member_keys=[person.person_key, h.person_key(f"stranger-{n}")], resulted_at=at("2026-06-27"))
+             for n, person in ((1, first), (2, second), (3, first))]
+    # One publish is one consumer batch; the first pool again under a new event id (a lab's resend).
+    await h.bus.publish([Envelope.wrap(p, source="testing", key=p.barcode) for p in [*pools, pools[0]]])
+
+    async def recorded():
+        async with h.session() as session:
+            rows = (await session.execute(select(TestResult.person_key, TestResult.barcode))).all()
+        return sorted(tuple(r) for r in rows) if len(rows) >= 3 else None
+
+    assert await eventually(recorded) == sorted([(first.person_key, "P-1"), (second.person_key, "P-2"),
+                                                 (first.person_key, "P-3")])
+
+
 NEW_VERSION = {
     "policy_id": "control-measures", "version": 2, "effective_from": None, "title": "第九版式管控",
     "basis": "《新型冠状病毒肺炎防控方案（第九版）》式：密接 7 天集中隔离 + 3 天居家健康监测",

@@ -8,7 +8,7 @@ what the API, the consumers and the benchmark use.
 
 from __future__ import annotations
 
-from quarantine.service.cases import admit_positive, classify_case, discharge_case, record_negative
+from quarantine.service.cases import admit_positive, classify_case, discharge_case, record_negatives
 from quarantine.service.checkins import record_checkin
 from quarantine.service.common import PACKAGED, Unprocessable, stage_from_json, stage_json
 from quarantine.service.daily import DailyReport, run_daily
@@ -20,5 +20,5 @@ from quarantine.service.transfers import advance_transfer, create_transfer
 __all__ = [
     "PACKAGED", "DailyReport", "OrderRequest", "Unprocessable", "admit_positive", "advance_transfer", "apply_policy",
     "classify_case", "create_site", "create_transfer", "discharge_case", "get_order", "open_orders", "policy_book",
-    "publish_policy", "record_checkin", "record_negative", "run_daily", "stage_from_json", "stage_json",
+    "publish_policy", "record_checkin", "record_negatives", "run_daily", "stage_from_json", "stage_json",
 ]

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
 from fangkong_common.auth import Principal
+from fangkong_common.db import dialect_insert, one_of
 from fangkong_common.errors import Conflict, NotFound
 from fangkong_common.events.schemas import (
     CaseClassified,
@@ -31,7 +32,7 @@ from quarantine.models import (
     TestResult,
 )
 from quarantine.service.alerts import raise_alert
-from quarantine.service.common import event_envelope, stage_json, stages_of
+from quarantine.service.common import chunked, event_envelope, stage_json, stages_of
 from quarantine.service.sites import free_rooms, place_people
 
 
@@ -97,19 +98,23 @@ async def admit_waiting(session: AsyncSession, now: datetime, low_share: float) 
     return admitted
 
 
-async def record_negative(session: AsyncSession, *, member_keys: Sequence[str], barcode: str,
-                          resulted_at: datetime) -> int:
-    """Record a negative for members who have an order here (others are not ours to keep)."""
-    orders = dict((await session.execute(select(Order.person_key, Order.id).where(
-        Order.person_key.in_(list(member_keys)), Order.status == ACTIVE))).all())
-    if not orders:
+async def record_negatives(session: AsyncSession, negatives: Sequence[tuple[Sequence[str], str, datetime]]) -> int:
+    """Record the negatives (member keys, barcode, resulted at) of members who have an order here
+    (others are not ours to keep): one look-up and one insert for a whole batch of pools, since a
+    mass screening sends them by the hundred thousand. A result already recorded stays as it is."""
+    members = {key for member_keys, _, _ in negatives for key in member_keys}
+    if not members:
         return 0
-    known = set((await session.scalars(select(TestResult.person_key).where(
-        TestResult.barcode == barcode, TestResult.person_key.in_(list(orders))))).all())
-    rows = [{"person_key": k, "order_id": oid, "barcode": barcode, "result": "negative",
-             "resulted_at": resulted_at} for k, oid in orders.items() if k not in known]
+    orders: dict[str, str] = {}
+    for chunk in chunked(sorted(members), 5000):
+        orders.update((await session.execute(select(Order.person_key, Order.id).where(
+            one_of(session, Order.person_key, chunk), Order.status == ACTIVE))).all())
+    rows = {(key, barcode): {"person_key": key, "order_id": orders[key], "barcode": barcode, "result": "negative",
+                             "resulted_at": resulted_at}
+            for member_keys, barcode, resulted_at in negatives for key in member_keys if key in orders}
     if rows:
-        await session.execute(insert(TestResult), rows)
+        await session.execute(dialect_insert(session, TestResult).on_conflict_do_nothing(
+            index_elements=["person_key", "barcode"]), list(rows.values()))
     return len(rows)
 
 
