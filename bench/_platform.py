@@ -305,4 +305,8 @@ async def positive_latency(platform: MultiProcessPlatform, samples: int, rate: i
             "p50_ms": ms(total, 0.5), "p99_ms": ms(total, 0.99),
             "max_ms": round(1000 * max(total), 1) if total and not timed_out else None,
             "completed_max_ms": round(1000 * max(total), 1) if total else None,
-            "to_bed_p99_ms": ms(to_bed, 0.99), "to_counter_p99_ms": ms(to_counter, 0.99)}
+            "to_bed_p99_ms": ms(to_bed, 0.99), "to_counter_p99_ms": ms(to_counter, 0.99),
+            # (sample, ms to bed, ms to counter) of the five slowest: is it one stall or a steady lag?
+            "slowest": sorted(([n, round(1000 * a, 1), round(1000 * b, 1)]
+                               for n, (a, b) in enumerate(zip(to_bed, to_counter, strict=True))),
+                              key=lambda s: -max(s[1], s[2]))[:5]}
