@@ -32,3 +32,12 @@ def test_a_database_that_is_restarting_is_a_transient_error(error: Exception) ->
 ])
 def test_a_bad_statement_is_not_transient(error: Exception) -> None:
     assert not is_transient(wrapped(error))
+
+
+@pytest.mark.parametrize("error", [
+    asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+    asyncpg.exceptions.SerializationError("could not serialize access due to concurrent update"),
+])
+def test_a_deadlock_victim_is_retried_not_dead_lettered(error: Exception) -> None:
+    # Two consumers of one group (the dashboard runs two) may lock the same rows: the loser retries.
+    assert is_transient(wrapped(error))

@@ -88,10 +88,12 @@ class BusUnavailable(ConnectionError):
 
 
 # SQLSTATEs of a database that is away or restarting, not of a bad statement: connection
-# exceptions (08xxx), shutting down or starting up (57P01-57P03), too many connections.
+# exceptions (08xxx), shutting down or starting up (57P01-57P03), too many connections; and a
+# transaction chosen as a deadlock victim or failing serialization (40P01, 40001), which is retried
+# by definition (two consumers of a group touching the same rows).
 # asyncpg's "the database system is shutting down / starting up" arrives as a plain DBAPIError
 # (not OperationalError), so only its code says it is transient.
-_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "40P01", "40001")
 
 
 def _sqlstate(exc: BaseException | None) -> str | None:
