@@ -126,6 +126,44 @@ async def test_an_event_the_projection_cannot_read_goes_to_the_dead_letter_topic
         assert dict(dead.headers)["dlq.consumer_group"] == b"dashboard.read-models"
 
 
+async def _apply_retrying(h, events) -> None:
+    """What the bus does when a batch fails (a deadlock victim, a lock timeout): try again."""
+    import asyncio
+
+    for attempt in range(5):
+        try:
+            async with h.session() as session, session.begin():
+                await apply_batch(session, events)
+            return
+        except Exception:  # noqa: BLE001
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.postgres
+async def test_concurrent_consumers_see_each_others_new_rows(postgres_url: str) -> None:
+    """Two replicas (two partitions) applying at once a due test and the swab that takes it: the one
+    creates the due-test row, the other the swab fact, neither committed yet. Each due test must end
+    up taken (found when a second replica was added for the scale-out run)."""
+    import asyncio
+
+    from fangkong_common.events import schemas as ev
+    from outbreak_events import SHENZHEN_NANSHAN, T0, order_id, pk, wrap
+
+    app = create_app(Settings(database_url=postgres_url, bus_url="memory://dash-new-rows"))
+    async with running(app) as h:
+        people = range(200, 240)
+        for n in people:
+            due = wrap(ev.QuarantineTestDue(order_id=order_id(n), person_key=pk(n), region_code=SHENZHEN_NANSHAN,
+                                            due_date=DAY, stage_index=0))
+            swab = wrap(ev.TestCollected(barcode=f"race-{n}", site_id="s", region_code=SHENZHEN_NANSHAN, ratio=1,
+                                         member_keys=[pk(n)], collected_at=T0))
+            await asyncio.gather(_apply_retrying(h, [due]), _apply_retrying(h, [swab]))
+        got = await levels(h, "440300")
+        assert (got["tests_due"], got["tests_due_tested"]) == (len(people), len(people))
+
+
 @pytest.mark.postgres
 async def test_concurrent_consumers_do_not_lose_each_others_updates(postgres_url: str) -> None:
     """Two replicas applying an admission and a release of the same order at once: the state rows are

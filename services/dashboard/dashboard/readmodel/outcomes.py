@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, text
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.domain.rules import TREATMENT_SITES, local_day
@@ -47,9 +47,6 @@ REGISTERED_TO_FIRST_TEST = "registered_to_first_test"
 KINDS = (RESULT_TO_BED, CASE_TO_CONTACTS, COLLECTION_TO_RESULT, POSITIVE_TO_CLASSIFIED, REGISTERED_TO_FIRST_TEST)
 
 PERSON_KINDS = ("positive", "bed", "classified")
-# Serialises the outcome step of concurrent replicas (PostgreSQL): both ends of an interval may
-# arrive at two replicas at once, and each must see the other's moment once it commits.
-ADVISORY_LOCK = 0x46_4B_4F_55  # "FKOU"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -115,8 +112,6 @@ class Outcomes:
 
     async def load(self) -> None:
         s = self.session
-        if s.get_bind().dialect.name == "postgresql":
-            await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
         # Contact links touching the persons of this batch (as case or contact), then every moment
         # of every subject whose intervals may change.
         people = self.persons | {c for c, _ in self.new_links} | {x for _, x in self.new_links}

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.domain.rules import TREATMENT_SITES, local_day, needs_site
@@ -21,6 +22,12 @@ from fangkong_common.db import dialect_insert
 from fangkong_common.events import schemas as ev
 from fangkong_common.events import topics
 from fangkong_common.events.envelope import Envelope
+
+# Serialises the projection of concurrent replicas (PostgreSQL): events of one person arrive on
+# different partitions, so two replicas may at once create a row (a due test) and the fact that
+# changes it (the swab); each must see the other's once it commits. Row locks cannot do that for
+# rows that do not exist yet, so a replica adds availability, not projection throughput.
+ADVISORY_LOCK = 0x46_4B_4F_55  # "FKOU"
 
 # An admission for treatment counts for a positive found up to this many days later
 # (admitted first, result confirmed in hospital), not for one found months later.
@@ -436,6 +443,8 @@ async def apply_batch(session: AsyncSession, envelopes: list[Envelope]) -> Outco
     """The consumer's batch: parse, project, write, queue webhook deliveries (one transaction)."""
     # Unparsable payloads raise: the bus retries, then dead-letters the one event.
     items = [(envelope, envelope.parsed()) for envelope in envelopes if envelope.type in topics.ALL_TOPICS]
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
     projector = Projector(session)
     await projector.load(items)
     for envelope, payload in items:
