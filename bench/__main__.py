@@ -61,13 +61,15 @@ class Sizes:
     payload_bytes: int
     http_requests: int
     screening_timeout: float
+    replica_events: int  # the backlog the dashboard drains with one replica, then with two
 
     @classmethod
     def smoke_run(cls) -> Sizes:
         return cls(smoke=True, people=2_000, prevalence=2e-3, clients=4, tubes_per_post=50, positive_samples=3,
                    background_rate=200, pool_tubes=200, pool_prevalence=0.02, pool_solo=3,
                    plan=(40, 8, 8, 20_000), registry_import=20, registry_passes=100, kpi_queries=10,
-                   messages=2_000, payload_bytes=300, http_requests=300, screening_timeout=120)
+                   messages=2_000, payload_bytes=300, http_requests=300, screening_timeout=120,
+                   replica_events=2_000)
 
     @classmethod
     def full_run(cls, people: int) -> Sizes:
@@ -75,7 +77,7 @@ class Sizes:
                    positive_samples=200 if people >= CITY_OF_10M else 50, background_rate=1000, pool_tubes=max(1000, min(100_000, people // 100)),
                    pool_prevalence=1e-3, pool_solo=200, plan=(1000, 200, 48, 3_000_000), registry_import=5000,
                    registry_passes=20_000, kpi_queries=400, messages=100_000, payload_bytes=300,
-                   http_requests=5000, screening_timeout=max(600.0, people / 500))
+                   http_requests=5000, screening_timeout=max(600.0, people / 500), replica_events=100_000)
 
 
 class Context:
@@ -193,6 +195,13 @@ async def scenario_positive(ctx: Context) -> dict:
                                             warm_up=0.5 if s.smoke else 3.0)
 
 
+async def scenario_replicas(ctx: Context) -> dict:
+    import _replicas
+
+    n = ctx.sizes.replica_events
+    return await _replicas.replicas(await ctx.platform(), n, timeout=max(120.0, n / 100))
+
+
 async def scenario_retests(ctx: Context) -> dict:
     import uuid
 
@@ -251,7 +260,7 @@ async def scenario_kpi(ctx: Context) -> dict:
     return figures
 
 
-# In the order they run: the two on the multi-process platform last (a smoke run starts it meanwhile).
+# In the order they run: the three on the multi-process platform last (a smoke run starts it meanwhile).
 SCENARIOS: dict[str, Callable[[Context], Awaitable[dict]]] = {
     "bus": scenario_bus,
     "faststream": scenario_faststream,
@@ -261,8 +270,9 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[dict]]] = {
     "kpi": scenario_kpi,
     "screening": scenario_screening,
     "positive": scenario_positive,
+    "replicas": scenario_replicas,
 }
-PLATFORM_SCENARIOS = {"screening", "positive"}
+PLATFORM_SCENARIOS = {"screening", "positive", "replicas"}
 
 
 def parse_scale(text: str) -> int:

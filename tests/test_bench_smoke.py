@@ -54,7 +54,7 @@ def smoke_run(kafka_broker, postgres_server, tmp_path_factory) -> tuple[subproce
 def test_every_scenario_produces_its_figures(smoke_run) -> None:
     _, results, _ = smoke_run
     assert results["smoke"] is True
-    assert set(results["scenarios"]) == runner_scenarios() and len(runner_scenarios()) == 8
+    assert set(results["scenarios"]) == runner_scenarios() and len(runner_scenarios()) == 9
     for name, figures in results["scenarios"].items():
         assert "error" not in figures, (name, figures)
         values = numbers(figures)
@@ -71,6 +71,13 @@ def test_every_scenario_produces_its_figures(smoke_run) -> None:
     assert screening["dashboard"] == {"people_swabbed": screening["members"] + screening["retest_tubes"],
                                       "tubes_resulted": screening["tubes"] + screening["retest_tubes"]}
     assert s["positive"]["samples"] == s["positive"]["completed"] == 3 and s["positive"]["background_events"] > 0
+    # One, then two dashboard processes drained a backlog: the group split the partitions among every
+    # member, and the read model counted each event once (whether both consumed is timing at this size).
+    replicas = s["replicas"]
+    for phase, processes in (("one", 1), ("two", 2)):
+        f = replicas[phase]
+        assert f["counted"] == f["expected"] and len(f["processes"]) == processes, f
+        assert len(f["split"]) == f["members"] >= processes, f
     for name in ("http", "kafka", "rows"):
         assert all(v > 0 for v in numbers(results["baselines"][name])), results["baselines"][name]
     env = results["environment"]
