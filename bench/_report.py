@@ -54,7 +54,7 @@ async def environment(server_url: str) -> dict:
             packages[name] = None
     return {"cores": os.cpu_count(), "memory_gib": memory_gib, "cpu": cpu, "os": system,
             "python": platform.python_version(), "kafka": _components.kafka_version(), "postgres": postgres,
-            "packages": packages}
+            "packages": packages, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 class _ignore:
@@ -205,8 +205,10 @@ def render(results: dict) -> str:
     lines = [BEGIN, "", f"Run {results['started']} – {results['finished']} UTC: {kind}; "
                         f"`python -m bench {' '.join(results['argv'])}`.", ""]
     pk = env.get("packages", {})
+    load = env.get("loadavg_at_start")
     lines += [f"Machine: {env.get('cores')} cores ({env.get('cpu')}), {env.get('memory_gib')} GiB, {env.get('os')}; "
-              f"shared with other work during the run.",
+              + (f"load average {load[0]} / {load[1]} / {load[2]} (1 / 5 / 15 min) when the run started."
+                 if load else "the load of other work was not recorded by this run."),
               f"Versions: Python {env.get('python')}, Kafka {env.get('kafka')}, PostgreSQL {env.get('postgres')}, "
               + ", ".join(f"{name} {version}" for name, version in pk.items() if version) + ".", ""]
     for name, figures in results["scenarios"].items():
