@@ -13,7 +13,6 @@ from testing.service.common import (
     CHUNK,
     SOURCE,
     BatchRejected,
-    among,
     aware,
     chunk_size,
     chunks,
@@ -28,7 +27,7 @@ from testing.service.sites import create_lab, create_site, list_labs, list_sites
 from testing.service.tubes import _KeyMaker, ingest_tubes, resolve_member
 
 __all__ = [
-    "CHUNK", "SOURCE", "BatchRejected", "_KeyMaker", "among", "apply_test_due", "aware", "build_plan", "chunk_size",
+    "CHUNK", "SOURCE", "BatchRejected", "_KeyMaker", "apply_test_due", "aware", "build_plan", "chunk_size",
     "chunks", "create_lab", "create_site", "err", "forecast", "ingest_results", "ingest_tubes", "insert_ignore",
     "list_labs", "list_orders", "list_sites", "lock_for_writes", "observed_positivity", "order_row", "plan_response",
     "require_scope", "resolve_member", "update_lab", "utc_now",

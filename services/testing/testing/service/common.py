@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import String, any_, bindparam, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import clock
@@ -62,15 +62,6 @@ async def lock_for_writes(session: AsyncSession) -> None:
 
 def chunk_size(session: AsyncSession) -> int:
     return 20_000 if session.get_bind().dialect.name == "postgresql" else CHUNK
-
-
-def among(session: AsyncSession, column, values: Sequence[str]):
-    """column IN values: one array parameter on PostgreSQL (one plan, any length), IN on SQLite."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
-    return column.in_(list(values))
 
 
 def insert_ignore(session: AsyncSession, table):

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
 from fangkong_common.auth import Principal, Role
+from fangkong_common.db import one_of
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import TestNegative, TestPoolPositive, TestPositive
 from testing import schemas
@@ -19,7 +20,6 @@ from testing.models import Lab, TestOrder, Tube, TubeMember
 from testing.service.common import (
     SOURCE,
     BatchRejected,
-    among,
     aware,
     chunk_size,
     chunks,
@@ -62,7 +62,7 @@ async def ingest_results(session: AsyncSession, principal: Principal, settings: 
     barcodes = list(dict.fromkeys(r.barcode for r in results))
     tubes: dict[str, Tube] = {}
     for part in chunks(barcodes, chunk_size(session)):
-        statement = select(Tube).where(among(session, Tube.barcode, part))
+        statement = select(Tube).where(one_of(session, Tube.barcode, part))
         if session.get_bind().dialect.name == "postgresql":
             statement = statement.with_for_update()  # a concurrent same result waits, then sees it applied
         for tube in await session.scalars(statement):
@@ -98,7 +98,7 @@ async def ingest_results(session: AsyncSession, principal: Principal, settings: 
     members: dict[str, list[str]] = defaultdict(list)
     for part in chunks(list(to_apply), chunk_size(session)):
         rows = await session.execute(select(TubeMember.barcode, TubeMember.person_key)
-                                     .where(among(session, TubeMember.barcode, part)).order_by(TubeMember.person_key))
+                                     .where(one_of(session, TubeMember.barcode, part)).order_by(TubeMember.person_key))
         for barcode, key in rows.all():
             members[barcode].append(key)
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fangkong_common import outbox
 from fangkong_common.auth import Principal, Role
+from fangkong_common.db import one_of
 from fangkong_common.events.envelope import Envelope
 from fangkong_common.events.schemas import TestCollected
 from fangkong_common.identity import PERSON_KEY_PATTERN, normalise_id_number, normalise_id_type, person_key
@@ -21,7 +22,7 @@ from testing import schemas
 from testing.config import Settings
 from testing.domain import pooling
 from testing.models import CollectionSite, TestOrder, Tube, TubeMember
-from testing.service.common import SOURCE, BatchRejected, among, chunk_size, chunks, err, lock_for_writes, utc_now
+from testing.service.common import SOURCE, BatchRejected, chunk_size, chunks, err, lock_for_writes, utc_now
 
 _KEY = re.compile(PERSON_KEY_PATTERN)
 
@@ -118,7 +119,7 @@ async def ingest_tubes(session: AsyncSession, principal: Principal, settings: Se
     # Barcodes already known: the same tube again is a retry (unchanged); anything else a conflict.
     existing: dict[str, Tube] = {}
     for part in chunks(list(seen), chunk_size(session)):
-        for tube in await session.scalars(select(Tube).where(among(session, Tube.barcode, part))):
+        for tube in await session.scalars(select(Tube).where(one_of(session, Tube.barcode, part))):
             existing[tube.barcode] = tube
     existing_members: dict[str, set[str]] = defaultdict(set)
     if existing:
@@ -232,7 +233,7 @@ async def _fulfil_orders(session: AsyncSession, tubes: list[tuple[str, int, list
     pending: list[tuple[str, str, str]] = []
     for part in chunks(list(tube_of), chunk_size(session)):
         rows = await session.execute(select(TestOrder.id, TestOrder.person_key, TestOrder.reason).where(
-            among(session, TestOrder.person_key, part), TestOrder.status == "pending"))
+            one_of(session, TestOrder.person_key, part), TestOrder.status == "pending"))
         pending.extend(rows.all())
     updates = []
     now = utc_now()
