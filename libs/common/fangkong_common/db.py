@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, bindparam, event, func, select, text
 from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -59,9 +60,6 @@ def one_of(target, column, values):
     ``target`` as for ``dialect_insert``."""
     values = list(values)
     if _dialect_name(target) == "postgresql":
-        from sqlalchemy import bindparam, func, select
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         return column.in_(select(func.unnest(bindparam(None, values, type_=ARRAY(column.type)))))
     return column.in_(values)
 

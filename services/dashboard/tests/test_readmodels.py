@@ -177,15 +177,7 @@ async def test_concurrent_consumers_do_not_lose_each_others_updates(postgres_url
     app = create_app(Settings(database_url=postgres_url, bus_url="memory://dash-race"))
     async with running(app) as h:
         async def apply(events):
-            for attempt in range(5):  # what the bus does on an error: try again
-                try:
-                    async with h.session() as session, session.begin():
-                        await apply_batch(session, events)
-                    return
-                except Exception:  # noqa: BLE001
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(0.05)
+            await _apply_retrying(h, events)
 
         orders = range(100, 140)
         await apply([wrap(ev.QuarantineOrdered(order_id=order_id(n), person_key=pk(n), region_code=SHENZHEN_NANSHAN,
