@@ -133,8 +133,7 @@ def rows(results: dict) -> list[dict]:
         f = s["replicas"]
         one, two = f["one"], f["two"]
         add("replicas", f"Dashboard consumer group draining a backlog of {f['events']:,} events "
-                        f"({f['partitions_per_topic']} partitions a topic, {f.get('members_per_process', 1)} group "
-                        f"member(s) a process), 2 replicas vs 1: start to exact count "
+                        f"({f['partitions_per_topic']} partitions a topic, one group member a process), 2 replicas vs 1: start to exact count "
                         f"(drain only, after the first event counted). Not expected to be faster: the projection "
                         f"applies one batch at a time across replicas (an advisory lock), and the 2 shared cores "
                         f"also run Kafka, PostgreSQL and the other services; what it shows is the split and "

@@ -77,7 +77,7 @@ def test_every_scenario_produces_its_figures(smoke_run) -> None:
     for phase, processes in (("one", 1), ("two", 2)):
         f = replicas[phase]
         assert f["counted"] == f["expected"] and len(f["processes"]) == processes, f
-        assert len(f["split"]) == f["members"] >= processes, f
+        assert len(f["split"]) == f["members"] == processes, f
     for name in ("http", "kafka", "rows"):
         assert all(v > 0 for v in numbers(results["baselines"][name])), results["baselines"][name]
     env = results["environment"]
